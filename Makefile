@@ -1,0 +1,37 @@
+# Two commands do all the set-up: `make demo` and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export MPLBACKEND := Agg
+
+.PHONY: demo test lab bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.core: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+$(VENV)/.dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(VENV)/.core $@
+
+demo: $(VENV)/.core
+	$(BIN)/expkit demo
+
+test: $(VENV)/.dev
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --nbval-lax tests templates notebooks
+
+lab: $(VENV)/.dev
+	$(BIN)/jupyter lab notebooks
+
+bench: $(VENV)/.dev
+	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/tournament.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
