@@ -1,0 +1,211 @@
+"""The SanityChecker: drop features that leak the label or carry nothing."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, column_or_1d, validate_data
+
+from .base import is_regression
+
+log = logging.getLogger(__name__)
+
+REPORT_COLUMNS = ["feature", "column", "statistic", "value", "reason"]
+
+
+def _column_moments(X: sp.csr_matrix):
+    """Mean and (population) variance of every column, without densifying.
+
+    The variance sums ``(x - mean)^2`` over stored values plus
+    ``mean^2`` for each implicit zero, which stays accurate for large values.
+    """
+    n = X.shape[0]
+    mean = np.asarray(X.sum(axis=0)).ravel() / n
+    dev = (X.data - mean[X.indices]) ** 2
+    stored = np.bincount(X.indices, minlength=X.shape[1])
+    sq = np.bincount(X.indices, weights=dev, minlength=X.shape[1])
+    return mean, (sq + (n - stored) * mean ** 2) / n
+
+
+def _label_matrix(y):
+    """Centred label matrix: y itself (regression), or one 0/1 column per
+    class (one column for two classes), and the class indicator matrix."""
+    y = np.asarray(y)
+    if is_regression(y):
+        Y = y.astype(np.float64).reshape(-1, 1)
+        return Y - Y.mean(axis=0), None
+    classes, index = np.unique(y, return_inverse=True)  # one class: all statistics 0
+    onehot = np.zeros((len(y), len(classes)))
+    onehot[np.arange(len(y)), index] = 1.0
+    Y = onehot[:, 1:] if len(classes) <= 2 else onehot
+    return Y - Y.mean(axis=0), onehot
+
+
+class SanityChecker(TransformerMixin, BaseEstimator):
+    """Remove features that leak the label or carry nothing, with reasons.
+
+    A feature is dropped when its variance is below ``min_variance``, when
+    its absolute Pearson correlation with the label exceeds
+    ``max_correlation`` (multiclass: with each class indicator, the maximum
+    counts), or when the one-hot group it belongs to (the pivot of one raw
+    column) has Cramér's V with the label above ``max_cramers_v``
+    (regression: the correlation ratio). When any feature of a raw column
+    leaks, every feature of that column goes (``drop_group``).
+
+    Statistics use column sums and ``X.T @ Y`` on the sparse matrix; nothing
+    is densified.
+
+    Parameters
+    ----------
+    max_correlation : float, default 0.95
+    max_cramers_v : float, default 0.95
+    min_variance : float, default 1e-5
+    drop_group : bool, default True
+
+    Attributes
+    ----------
+    support_ : ndarray of bool, kept features
+    report_ : DataFrame (feature, column, statistic, value, reason) of dropped features
+    statistics_ : DataFrame per feature: variance, correlation, group_association
+    """
+
+    def __init__(self, max_correlation=0.95, max_cramers_v=0.95, min_variance=1e-5, drop_group=True):
+        self.max_correlation = max_correlation
+        self.max_cramers_v = max_cramers_v
+        self.min_variance = min_variance
+        self.drop_group = drop_group
+
+    def fit(self, X, y, groups=None, feature_names=None, onehot_groups=None):
+        """Decide which features to keep.
+
+        Parameters
+        ----------
+        X : sparse matrix, array or DataFrame, shape (n_rows, n_features)
+        y : array-like, the label
+        groups : array-like of str, optional
+            Raw column of each feature (default: each feature its own group).
+        feature_names : array-like of str, optional
+            Default: DataFrame columns or ``x0, x1, ...``.
+        onehot_groups : array-like, optional
+            Label of the mutually exclusive one-hot group of each feature
+            (None for features in none) used for Cramér's V. Default: the 0/1
+            features of each group, when no row has two of them set.
+        """
+        if feature_names is None:
+            feature_names = list(X.columns) if isinstance(X, pd.DataFrame) else None
+        X = sp.csr_matrix(validate_data(self, X, accept_sparse="csr", dtype=np.float64))
+        y = column_or_1d(np.asarray(y))
+        check_consistent_length(X, y)
+        n, p = X.shape
+        if n < 2:
+            raise ValueError(f"SanityChecker needs at least 2 rows, got n_samples={n}")
+        names = [str(f) for f in feature_names] if feature_names is not None else [f"x{i}" for i in range(p)]
+        groups = [str(g) for g in groups] if groups is not None else names
+        mean, var = _column_moments(X)
+        Yc, onehot = _label_matrix(y)
+        cov = np.asarray(X.T @ Yc) / n                          # (p, k); centred Y needs no mean_x term
+        denom = np.sqrt(np.outer(var, (Yc ** 2).mean(axis=0)))
+        corr = np.divide(np.abs(cov), denom, out=np.zeros_like(cov), where=denom > 0).max(axis=1)
+        assoc = self._group_association(X, y, Yc, onehot, groups, onehot_groups)
+
+        self.statistics_records_ = {"feature": names, "column": groups, "variance": var.tolist(),
+                                    "correlation": corr.tolist(), "group_association": assoc.tolist()}
+        drops: dict[int, tuple] = {}
+        assoc_name = "cramers_v" if onehot is not None else "correlation_ratio"
+        for i in range(p):
+            if corr[i] > self.max_correlation:
+                drops[i] = ("abs_correlation", corr[i], f"|correlation with label| {corr[i]:.3f} > "
+                            f"{self.max_correlation}: label leak")
+            elif assoc[i] > self.max_cramers_v:
+                drops[i] = (assoc_name, assoc[i], f"{assoc_name} of the {groups[i]} group "
+                            f"{assoc[i]:.3f} > {self.max_cramers_v}: label leak")
+        if self.drop_group:
+            leaking = {groups[i]: names[i] for i in drops}
+            for i in range(p):
+                if i not in drops and groups[i] in leaking:
+                    drops[i] = ("group", np.nan, f"same raw column as leaking feature {leaking[groups[i]]}")
+        for i in range(p):
+            if i not in drops and var[i] < self.min_variance:
+                drops[i] = ("variance", var[i], f"variance {var[i]:.2g} < {self.min_variance}: no information")
+        self.support_ = np.ones(p, dtype=bool)
+        self.support_[list(drops)] = False
+        self.report_records_ = [
+            {"feature": names[i], "column": groups[i], "statistic": s, "value": float(v), "reason": r}
+            for i, (s, v, r) in sorted(drops.items())]
+        self.names_ = names
+        log.info("sanity checker kept %d of %d features", int(self.support_.sum()), p)
+        return self
+
+    def _group_association(self, X, y, Yc, onehot, groups, onehot_groups):
+        """Cramér's V (classes) or correlation ratio (regression) of each
+        feature's one-hot group with the label; 0 for features in no group."""
+        p = X.shape[1]
+        out = np.zeros(p)
+        binary = np.zeros(p, dtype=bool)
+        nonbinary = np.bincount(X.indices[(X.data != 0) & (X.data != 1)], minlength=p) > 0
+        binary[~nonbinary] = True
+        labels = onehot_groups if onehot_groups is not None else groups
+        members: dict[str, list[int]] = {}
+        for i, g in enumerate(labels):
+            if g is not None and binary[i]:
+                members.setdefault(str(g), []).append(i)
+        n = X.shape[0]
+        for g, idx in members.items():
+            sub = X[:, idx]
+            if onehot_groups is None and sub.sum(axis=1).max() > 1:
+                continue  # not mutually exclusive: not a one-hot group
+            if onehot is not None:
+                table = np.asarray(sub.T @ onehot)              # (levels, classes) counts
+                table = np.vstack([table, onehot.sum(axis=0) - table.sum(axis=0)])  # rows in no level
+                out[idx] = _cramers_v(table, n)
+            else:
+                yc = Yc[:, 0]
+                counts = np.append(np.asarray(sub.sum(axis=0)).ravel(), 0)
+                sums = np.append(np.asarray(sub.T @ yc).ravel(), 0)
+                counts[-1], sums[-1] = n - counts[:-1].sum(), -sums[:-1].sum()
+                total = (yc ** 2).sum()
+                between = np.divide(sums ** 2, counts, out=np.zeros_like(sums), where=counts > 0).sum()
+                out[idx] = np.sqrt(between / total) if total > 0 else 0.0
+        return out
+
+    def transform(self, X):
+        check_is_fitted(self, "support_")
+        checked = validate_data(self, X, reset=False, accept_sparse="csr", dtype=None)
+        if isinstance(X, pd.DataFrame):
+            return X.loc[:, self.support_]
+        return checked[:, np.flatnonzero(self.support_)]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self, "support_")
+        return np.asarray(self.names_, dtype=object)[self.support_]
+
+    @property
+    def report_(self) -> pd.DataFrame:
+        """Dropped features: feature, column, statistic, value, reason."""
+        check_is_fitted(self, "support_")
+        return pd.DataFrame(self.report_records_, columns=REPORT_COLUMNS)
+
+    @property
+    def statistics_(self) -> pd.DataFrame:
+        """Per feature: variance, |correlation| with the label, group association."""
+        check_is_fitted(self, "support_")
+        return pd.DataFrame(self.statistics_records_)
+
+
+def _cramers_v(table: np.ndarray, n: int) -> float:
+    """Cramér's V of a contingency table (empty rows/columns ignored)."""
+    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0]
+    r, c = table.shape
+    if min(r, c) < 2:
+        return 0.0
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / n
+    chi2 = ((table - expected) ** 2 / expected).sum()
+    return float(np.sqrt(chi2 / (n * (min(r, c) - 1))))
