@@ -1,0 +1,233 @@
+"""Saving and loading models: skops file + model card, never pickle.
+
+A model directory holds ``model.skops`` (the sklearn Pipeline: Featurizer then
+the calibrated estimator) and ``card.json`` (task, classes, threshold, schema,
+features, metrics, verdict, reference statistics for drift, versions, the
+file's sha256). Loading checks the sha256 and accepts only the types on an
+explicit allow-list (expkit's own transformers plus the sklearn, numpy and
+scipy types our pipelines use); a file holding anything else is refused.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ModelError
+from .result import jsonable, versions
+
+MODEL_FILE = "model.skops"
+CARD_FILE = "card.json"
+
+#: Types (beyond skops' defaults) a saved expkit model may contain. Anything
+#: else found in a file makes :func:`load_model` refuse it.
+TRUSTED_TYPES = frozenset({
+    "scipy.sparse._csr.csr_matrix",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.model_selection._split.KFold",
+    "sklearn.model_selection._split.StratifiedKFold",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.tree._tree.Tree",
+    "expkit.schema.ColumnType",
+    "expkit.schema.Schema",
+})
+
+#: Besides :data:`TRUSTED_TYPES`, a model may hold expkit's own transformers:
+#: sklearn estimator classes defined in these modules (the Featurizer and its
+#: vectorizers, the families' helpers). Nothing else from expkit is accepted.
+TRUSTED_MODULES = ("expkit.features", "expkit.models.families")
+
+
+def sha256_file(path) -> str:
+    """The sha256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_trusted(name: str) -> bool:
+    """Whether a type name found in a model file is on expkit's allow-list."""
+    if name in TRUSTED_TYPES:
+        return True
+    module, _, attr = name.rpartition(".")
+    if not any(module == m or module.startswith(m + ".") for m in TRUSTED_MODULES):
+        return False
+    import importlib
+
+    from sklearn.base import BaseEstimator
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        return False
+    return isinstance(obj, type) and obj.__module__ == module and issubclass(obj, BaseEstimator)
+
+
+def save_model(model, directory, card: dict | None = None) -> Path:
+    """Save a model as ``directory/model.skops`` plus ``directory/card.json``.
+
+    Parameters
+    ----------
+    model : TournamentResult or sklearn Pipeline
+        A tournament result (its ``best_pipeline`` and ``card()`` are used) or
+        a fitted pipeline that takes the raw DataFrame.
+    directory : path
+        Created if needed; existing files are replaced.
+    card : dict, optional
+        Card entries (merged over the result's own card).
+
+    Returns
+    -------
+    Path
+        ``directory``.
+    """
+    import skops.io as sio
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    pipeline = getattr(model, "best_pipeline", model)
+    if not hasattr(pipeline, "predict"):
+        raise ModelError(f"cannot save a {type(model).__name__}",
+                         hint="pass a TournamentResult or a fitted sklearn Pipeline")
+    full = model.card() if hasattr(model, "card") else {}
+    full.update(card or {})
+    full.setdefault("versions", versions())
+    full.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    path = directory / MODEL_FILE
+    tmp = directory / (MODEL_FILE + ".tmp")
+    sio.dump(pipeline, tmp)
+    untrusted = [t for t in sio.get_untrusted_types(file=tmp) if not _is_trusted(t)]
+    if untrusted:
+        tmp.unlink()
+        raise ModelError(f"the model contains types outside expkit's trusted list: {untrusted}",
+                         hint="add them to expkit.models.bundle.TRUSTED_TYPES if they are safe")
+    os.replace(tmp, path)
+    full["sha256"] = sha256_file(path)
+    full["model_file"] = MODEL_FILE
+    (directory / CARD_FILE).write_text(json.dumps(jsonable(full), indent=2), encoding="utf-8")
+    return directory
+
+
+def load_model(path, expected_sha256: str | None = None) -> "ModelBundle":
+    """Load a saved model directory (or its ``model.skops`` file).
+
+    Parameters
+    ----------
+    path : path
+        The model directory or the ``.skops`` file inside it.
+    expected_sha256 : str, optional
+        The digest the file must have (e.g. from the registry); otherwise the
+        card's recorded digest is checked.
+
+    Raises
+    ------
+    ModelError
+        File missing, digest mismatch, or a type outside the trusted list.
+    """
+    import skops.io as sio
+
+    path = Path(path)
+    directory, file = (path, path / MODEL_FILE) if path.is_dir() else (path.parent, path)
+    if not file.is_file():
+        raise ModelError(f"no model file at {str(file)!r}",
+                         hint="pass the model directory written by save_model / Run.save_model")
+    card_path = directory / CARD_FILE
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    digest = sha256_file(file)
+    expected = expected_sha256 or card.get("sha256")
+    if expected and digest != expected:
+        raise ModelError(f"model file {str(file)!r} has sha256 {digest[:12]}…, expected {expected[:12]}…",
+                         hint="the file was changed after it was saved; restore it or retrain")
+    untrusted = sio.get_untrusted_types(file=file)
+    refused = [t for t in untrusted if not _is_trusted(t)]
+    if refused:
+        raise ModelError(f"model file {str(file)!r} contains untrusted types: {refused}",
+                         hint="only models saved by expkit can be loaded; retrain or inspect the file")
+    try:
+        pipeline = sio.load(file, trusted=untrusted)
+    except Exception as exc:  # a corrupt archive
+        raise ModelError(f"cannot load {str(file)!r}: {exc}", hint="the file may be corrupt") from exc
+    return ModelBundle(pipeline, card, directory)
+
+
+class ModelBundle:
+    """A loaded model: the pipeline and its card.
+
+    Attributes
+    ----------
+    pipeline : sklearn Pipeline (raw DataFrame in)
+    card : dict
+    directory : Path
+    """
+
+    def __init__(self, pipeline, card: dict, directory=None):
+        self.pipeline = pipeline
+        self.card = card
+        self.directory = Path(directory) if directory is not None else None
+
+    @property
+    def task(self) -> str:
+        return self.card.get("task", "binary")
+
+    @property
+    def classes(self) -> list:
+        return list(self.card.get("classes") or getattr(self.pipeline, "classes_", []))
+
+    @property
+    def threshold(self) -> float:
+        return float(self.card.get("threshold", 0.5))
+
+    @property
+    def schema(self):
+        from ..schema import Schema
+        return Schema.from_dict(self.card["schema"]) if "schema" in self.card else None
+
+    def _inputs(self, df: pd.DataFrame) -> pd.DataFrame:
+        target = self.card.get("target")
+        return df.drop(columns=[target], errors="ignore") if target else df
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        """Class probabilities of raw rows (classification only)."""
+        if self.task == "regression":
+            raise ModelError("a regression model has no class probabilities", hint="use score() or predict()")
+        return self.pipeline.predict_proba(self._inputs(df))
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Binary: class at the card's threshold; multiclass: most likely class; regression: value."""
+        if self.task == "binary":
+            return np.where(self.score(df) >= self.threshold, self.classes[1], self.classes[0])
+        return self.pipeline.predict(self._inputs(df))
+
+    def score(self, df: pd.DataFrame) -> np.ndarray:
+        """One number per row: binary positive-class probability, multiclass
+        top-class probability, regression prediction."""
+        from .tournament import scores_of
+        s = scores_of(self.pipeline, self._inputs(df), self.task)
+        return s.max(axis=1) if s.ndim == 2 else s
+
+    def reasons(self, df: pd.DataFrame, k: int = 3) -> pd.DataFrame:
+        """Top ``k`` fields behind each row's score (leave-one-field-out)."""
+        from .insights import Explainer
+        from .tournament import scores_of
+        baseline = self.card.get("baseline")
+        if baseline is None:
+            raise ModelError("this model's card has no baseline values for reasons",
+                             hint="save the model from a tournament result")
+        return Explainer(baseline).reasons(lambda d: scores_of(self.pipeline, d, self.task),
+                                           self._inputs(df), k)
+
+    def __repr__(self) -> str:
+        return (f"ModelBundle(task={self.task!r}, family={self.card.get('family')!r}, "
+                f"target={self.card.get('target')!r})")
+
+
+__all__ = ["save_model", "load_model", "ModelBundle", "sha256_file", "TRUSTED_TYPES"]

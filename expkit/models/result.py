@@ -1,0 +1,274 @@
+"""What a tournament returns: the winner, its evidence, and how to save it."""
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def jsonable(value):
+    """``value`` with numpy scalars, arrays, NaN and Timestamps made JSON-safe."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return [jsonable(v) for v in value.tolist()]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (pd.Timestamp, datetime)):
+        return value.isoformat()
+    return value
+
+
+def versions() -> dict:
+    """Versions of Python and the libraries a saved model depends on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("expkit", "scikit-learn", "numpy", "scipy", "pandas", "optuna", "skops"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+_HEADLINE = {"binary": "auroc", "multiclass": "auroc", "regression": "r2"}
+
+
+@dataclass
+class TournamentResult:
+    """The outcome of one tournament (see :func:`expkit.tournament`).
+
+    Attributes
+    ----------
+    task, target, winner, params : the task, target column, winning family and its parameters
+    leaderboard : DataFrame, one row per family (rank = finish order), best CV ± std,
+        trial counts, fit time, best params
+    trials : DataFrame, every trial of the study
+    metric, direction, cv_score, cv_std : the ranking metric and the winner's CV score
+    metrics : dict, hold-out metrics
+    above_chance, chance_test : the verdict and its statistic, CI and p-value
+    score_buckets : DataFrame, share of predictions and observed rate per score bucket
+    calibration : dict or None, method and Brier/log loss before and after on the hold-out
+    importance : DataFrame, permutation importance per raw field (hold-out)
+    best_pipeline : sklearn Pipeline, raw DataFrame -> predictions / probabilities
+    schema, sampling, timings, classes, threshold, features
+    """
+
+    task: str
+    target: str
+    winner: str
+    params: dict
+    leaderboard: pd.DataFrame
+    trials: pd.DataFrame
+    metric: str
+    direction: str
+    metrics: dict
+    cv_score: float
+    cv_std: float
+    above_chance: bool
+    chance_test: dict
+    score_buckets: pd.DataFrame
+    calibration: dict | None
+    importance: pd.DataFrame
+    best_pipeline: object
+    schema: object
+    sampling: dict
+    timings: dict
+    classes: list
+    threshold: float
+    explainer: object
+    features: list
+    holdout: tuple = field(repr=False, default=None)
+    train_frame: pd.DataFrame = field(repr=False, default=None)
+    label: str | None = None
+    study_name: str | None = None
+    seed: int = 0
+    #: local wall-clock time the search started (comparable with trials' datetime_start)
+    search_started: datetime | None = None
+
+    # -- derived --------------------------------------------------------------------
+    @property
+    def positive_class(self):
+        return self.classes[1] if self.task == "binary" else None
+
+    @property
+    def headline(self) -> tuple[str, float]:
+        """(name, value) of the one hold-out metric tables show."""
+        name = _HEADLINE[self.task]
+        return name, self.metrics.get(name)
+
+    def predict_scores(self, df: pd.DataFrame) -> np.ndarray:
+        """Scores of raw rows (binary: positive-class probability; multiclass:
+        class probabilities; regression: predictions)."""
+        from .tournament import scores_of
+        return scores_of(self.best_pipeline, df, self.task)
+
+    def reasons(self, df: pd.DataFrame, k: int = 3) -> pd.DataFrame:
+        """Top ``k`` fields behind each record's score (leave-one-field-out)."""
+        return self.explainer.reasons(self.predict_scores, df.drop(columns=[self.target], errors="ignore"), k)
+
+    def reference(self) -> dict:
+        """Training reference statistics for drift checks (``expkit.drift.reference_profile``)."""
+        from ..drift import reference_profile
+        scores = None
+        if self.holdout is not None and self.task == "binary":
+            scores = self.holdout[1]
+        return reference_profile(self.train_frame, self.schema, scores=scores)
+
+    def card(self) -> dict:
+        """The model card saved next to the model (JSON-able)."""
+        return jsonable({
+            "task": self.task, "target": self.target, "classes": list(self.classes),
+            "positive_class": self.positive_class, "threshold": self.threshold,
+            "schema": self.schema.to_dict(), "features": list(self.features),
+            "metrics": self.metrics, "above_chance": self.above_chance, "chance_test": self.chance_test,
+            "id_columns": self.schema.of_type("id"), "reference": self.reference(),
+            "versions": versions(), "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "family": self.winner, "params": self.params, "metric": self.metric,
+            "cv_score": self.cv_score, "cv_std": self.cv_std,
+            "calibration": (self.calibration or {}).get("method"),
+            "baseline": self.explainer.to_dict(), "tenant": self.label,
+        })
+
+    # -- figures and saving -------------------------------------------------------------
+    def figures(self) -> dict:
+        """``{name: matplotlib Figure}``: leaderboard, optimization history and the
+        evaluation figures that fit the task."""
+        from .. import plots
+
+        figs = {"leaderboard": plots.leaderboard(self.leaderboard, self.metric),
+                "optimization_history": plots.optimization_history(self.trials, self.metric,
+                                                                   self.direction)}
+        y, scores, raw = self.holdout
+        if self.task == "regression":
+            figs["predicted_vs_observed"] = plots.predicted_vs_observed(y, scores)
+        else:
+            figs["roc"] = plots.roc(y, scores, self.classes)
+            figs["precision_recall"] = plots.precision_recall(y, scores, self.classes)
+            if self.task == "binary":
+                figs["calibration"] = plots.calibration(y, scores, raw)
+        figs["score_distribution"] = plots.score_distribution(self.score_buckets)
+        figs["importance"] = plots.importance(self.importance)
+        return figs
+
+    def summary(self) -> dict:
+        """Metrics, verdict and settings as one JSON-able dict (metrics.json)."""
+        return jsonable({"task": self.task, "target": self.target, "winner": self.winner,
+                         "params": self.params, "metric": self.metric, "cv_score": self.cv_score,
+                         "cv_std": self.cv_std, "holdout": self.metrics, "above_chance": self.above_chance,
+                         "chance_test": self.chance_test, "calibration": self.calibration,
+                         "sampling": self.sampling, "timings": self.timings, "tenant": self.label,
+                         "study_name": self.study_name})
+
+    def save(self, directory) -> Path:
+        """Write ``model/`` (skops + card), metrics.json, leaderboard.csv, trials.csv, figures/*.png."""
+        from .bundle import save_model
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self, directory / "model")
+        (directory / "metrics.json").write_text(json.dumps(self.summary(), indent=2), encoding="utf-8")
+        self.leaderboard.assign(best_params=self.leaderboard["best_params"].map(
+            lambda p: json.dumps(jsonable(p)))).to_csv(directory / "leaderboard.csv", index=False)
+        self.trials.assign(params=self.trials["params"].map(lambda p: json.dumps(jsonable(p)))) \
+            .to_csv(directory / "trials.csv", index=False)
+        figdir = directory / "figures"
+        figdir.mkdir(exist_ok=True)
+        for name, fig in self.figures().items():
+            fig.savefig(figdir / f"{name}.png", dpi=100)
+        return directory
+
+    # -- display ---------------------------------------------------------------------
+    def __repr__(self) -> str:
+        name, value = self.headline
+        return (f"TournamentResult(task={self.task!r}, winner={self.winner!r}, "
+                f"cv {self.metric}={self.cv_score:.4f}, hold-out {name}={value:.4f}, "
+                f"above_chance={self.above_chance})")
+
+    def _repr_html_(self) -> str:
+        name, value = self.headline
+        ct = self.chance_test
+        verdict = ("above chance" if self.above_chance else "NOT above chance")
+        colour = "#2a7d2a" if self.above_chance else "#b03030"
+        metrics = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items()
+                            if isinstance(v, float) and k != "n")
+        board = self.leaderboard.drop(columns=["best_params"]).head(10)
+        calib = ""
+        if self.calibration and self.calibration.get("before"):
+            b, a = self.calibration["before"], self.calibration["after"]
+            calib = (f"<p><b>Calibration</b> ({html.escape(self.calibration['method'])}): Brier "
+                     f"{b['brier']:.4f} → {a['brier']:.4f}, log loss {b['log_loss']:.4f} → "
+                     f"{a['log_loss']:.4f}</p>")
+        top = ", ".join(html.escape(str(f)) for f in self.importance["field"].head(5))
+        return (f"<div><h4>Tournament{f' [{html.escape(self.label)}]' if self.label else ''}: "
+                f"{html.escape(self.task)} on <code>{html.escape(self.target)}</code></h4>"
+                f"<p><b>Winner</b>: {html.escape(self.winner)} (CV {self.metric} {self.cv_score:.4f} ± "
+                f"{self.cv_std:.4f}); <b>hold-out {name}</b> {value:.4f} "
+                f"<span style='color:{colour}'><b>{verdict}</b></span> "
+                f"({html.escape(str(ct.get('method')))} CI {ct.get('ci_low', float('nan')):.3f}–"
+                f"{ct.get('ci_high', float('nan')):.3f}, p={ct.get('p_value', float('nan')):.3g})</p>"
+                f"<p>{html.escape(metrics)}</p>{calib}<p><b>Top fields</b>: {top}</p>"
+                f"<p>{len(self.trials)} trials in {self.timings.get('search', 0):.1f}s search "
+                f"({self.sampling['search_rows']} of {self.sampling['train_rows']} training rows)</p>"
+                f"{board._repr_html_()}</div>")
+
+
+@dataclass
+class TenantTournamentResult:
+    """One tournament per tenant (see :func:`expkit.tournament` with ``tenant=``).
+
+    Attributes
+    ----------
+    winners : DataFrame
+        tenant, rows, winner, metric, holdout, above_chance, fallback, reason.
+    results : dict
+        tenant -> TournamentResult (fallback tenants map to the global result).
+    global_result : TournamentResult or None
+        The model trained on all tenants, when some tenant needed it.
+    """
+
+    winners: pd.DataFrame
+    results: dict
+    global_result: TournamentResult | None
+    tenant: str
+    target: str
+    task: str
+
+    def __getitem__(self, tenant) -> TournamentResult:
+        return self.results[tenant]
+
+    def save(self, directory) -> Path:
+        """Each tenant's result in ``directory/<tenant>/`` plus winners.csv."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.winners.to_csv(directory / "winners.csv", index=False)
+        for name, result in self.results.items():
+            if result is not self.global_result:
+                result.save(directory / str(name))
+        if self.global_result is not None:
+            self.global_result.save(directory / "_global")
+        return directory
+
+    def __repr__(self) -> str:
+        return f"TenantTournamentResult({len(self.results)} tenants, tenant={self.tenant!r})\n{self.winners}"
+
+    def _repr_html_(self) -> str:
+        n_fb = int(self.winners["fallback"].sum())
+        return (f"<div><h4>Per-tenant tournaments on <code>{html.escape(self.target)}</code> by "
+                f"<code>{html.escape(self.tenant)}</code></h4><p>{len(self.winners)} tenants, "
+                f"{n_fb} using the global model</p>{self.winners._repr_html_()}</div>")
+
+
+__all__ = ["TournamentResult", "TenantTournamentResult", "jsonable", "versions"]

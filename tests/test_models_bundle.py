@@ -1,0 +1,84 @@
+"""Model files: skops + card, sha256 check, trusted types only, identical predictions."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from expkit.errors import ModelError
+from expkit.features import Featurizer
+from expkit.models import bundle, load_model, save_model
+from expkit.models.tournament import tournament
+
+
+def frame(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"amount": rng.lognormal(size=n), "kind": rng.choice(["a", "b", "c"], n),
+                       "score": rng.normal(size=n)})
+    df["label"] = (df["score"] + (df["kind"] == "a") + rng.normal(scale=0.5, size=n) > 0.5).astype(int)
+    return df
+
+
+def test_plain_pipeline_round_trip(tmp_path):
+    df = frame()
+    X, y = df.drop(columns="label"), df["label"]
+    pipe = Pipeline([("features", Featurizer()), ("model", LogisticRegression())]).fit(X, y)
+    out = save_model(pipe, tmp_path / "m", card={"task": "binary", "target": "label", "classes": [0, 1]})
+    card = json.loads((out / "card.json").read_text())
+    assert card["sha256"] == bundle.sha256_file(out / "model.skops") and "versions" in card
+    loaded = load_model(out)
+    np.testing.assert_array_equal(loaded.predict_proba(df), pipe.predict_proba(X))
+    np.testing.assert_array_equal(loaded.score(df), pipe.predict_proba(X)[:, 1])
+
+
+def test_tournament_result_round_trip_and_tamper(tmp_path):
+    df = frame(200)
+    r = tournament(df, "label", n_trials=2, families=["logistic", "hist_gradient_boosting"],
+                   n_jobs=1, progress=False, cv=3)
+    out = save_model(r, tmp_path / "model")
+    b = load_model(out / "model.skops", expected_sha256=bundle.sha256_file(out / "model.skops"))
+    np.testing.assert_array_equal(b.predict_proba(df), r.best_pipeline.predict_proba(df.drop(columns="label")))
+    assert b.task == "binary" and b.classes == [0, 1] and b.threshold == pytest.approx(r.threshold)
+    assert b.card["family"] == r.winner and b.card["above_chance"] == r.above_chance
+    assert set(b.card["reference"]["fields"]) == {"amount", "kind", "score"}
+    assert b.schema.types == r.schema.types
+    for key in ("task", "target", "classes", "positive_class", "threshold", "schema", "features",
+                "metrics", "above_chance", "chance_test", "id_columns", "reference", "versions",
+                "created", "family"):
+        assert key in b.card
+    pd.testing.assert_frame_equal(b.reasons(df.head(4), k=2), r.reasons(df.head(4), k=2))
+    with pytest.raises(ModelError, match="sha256"):
+        load_model(out, expected_sha256="0" * 64)
+    data = bytearray((out / "model.skops").read_bytes())
+    data[-40] ^= 0xFF
+    (out / "model.skops").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        load_model(out)
+
+
+def _double(x):
+    return x * 2
+
+
+def test_untrusted_types_are_refused(tmp_path):
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    df = frame()
+    pipe = Pipeline([("f", FunctionTransformer(_double)), ("m", LogisticRegression())])
+    pipe.fit(df[["amount"]], df["label"])
+    with pytest.raises(ModelError, match="trusted"):
+        save_model(pipe, tmp_path / "refused")
+    # a file written by someone else with an untrusted type is refused at load
+    d = tmp_path / "evil"
+    d.mkdir()
+    sio.dump(pipe, d / "model.skops")
+    (d / "card.json").write_text(json.dumps({"sha256": bundle.sha256_file(d / "model.skops")}))
+    with pytest.raises(ModelError, match="untrusted"):
+        load_model(d)
+    with pytest.raises(ModelError, match="no model file"):
+        load_model(tmp_path / "missing")
