@@ -1,0 +1,145 @@
+"""The run index database: one SQLAlchemy ``Base`` shared by every table.
+
+By default the index is a SQLite file ``index.db`` in the runs folder, opened
+in WAL mode with a busy timeout so that several ``expkit run`` processes (and
+their kernels) can write at once. Every transaction starts with
+``BEGIN IMMEDIATE``, so a writer takes the lock up front instead of failing
+half-way; taking the lock is retried on "database is locked". Any other
+SQLAlchemy URL can be used through ``$EXPKIT_DB`` (e.g. PostgreSQL for a team).
+
+The tables live next to the code that owns them (``expkit.runs``,
+``expkit.registry``, ``expkit.scorelog``); :func:`create_all` imports those
+modules so that one call creates every table.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import DeclarativeBase, Session
+
+log = logging.getLogger(__name__)
+
+#: Modules that define tables on :class:`Base`; optional ones may not exist yet.
+TABLE_MODULES = ("expkit.runs", "expkit.registry", "expkit.scorelog")
+#: Seconds SQLite waits for a lock before giving up on one attempt.
+BUSY_TIMEOUT = 30
+#: Attempts at taking the write lock before an error is raised.
+RETRIES = 8
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every expkit table."""
+
+
+def url(runs_dir=None) -> str:
+    """The database URL: ``$EXPKIT_DB`` if set, else ``sqlite:///<runs>/index.db``."""
+    env = os.environ.get("EXPKIT_DB")
+    if env:
+        return env
+    from .runs import runs_dir as _runs_dir
+
+    return f"sqlite:///{_runs_dir(runs_dir) / 'index.db'}"
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        # let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it)
+        dbapi_connection.isolation_level = None
+        cur = dbapi_connection.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT * 1000}")
+        cur.execute("PRAGMA journal_mode = WAL")
+        cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def engine(runs_dir=None) -> Engine:
+    """The (cached) engine of the index, with every table created.
+
+    Parameters
+    ----------
+    runs_dir : str or Path, optional
+        Runs folder holding ``index.db``; see :func:`expkit.runs.runs_dir`.
+        Ignored when ``$EXPKIT_DB`` is set.
+    """
+    key = url(runs_dir)
+    with _lock:
+        eng = _engines.get(key)
+        if eng is None:
+            sqlite = key.startswith("sqlite")
+            if sqlite:
+                Path(key.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+            eng = create_engine(key, connect_args={"timeout": BUSY_TIMEOUT} if sqlite else {})
+            if sqlite:
+                _sqlite_setup(eng)
+            _retry(lambda: create_all(eng))
+            _engines[key] = eng
+    return eng
+
+
+def create_all(eng: Engine) -> None:
+    """Import every table module and create the missing tables."""
+    for name in TABLE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    Base.metadata.create_all(eng)
+
+
+def _locked(exc: Exception) -> bool:
+    return isinstance(exc, OperationalError) and "locked" in str(exc).lower()
+
+
+def _retry(fn):
+    for attempt in range(RETRIES):
+        try:
+            return fn()
+        except OperationalError as exc:
+            if not _locked(exc) or attempt == RETRIES - 1:
+                raise
+            log.debug("index locked, retrying (%d)", attempt + 1)
+            time.sleep(0.05 * 2 ** attempt * (1 + random.random()))
+
+
+@contextlib.contextmanager
+def session(runs_dir=None) -> Iterator[Session]:
+    """A transaction on the index: commits on success, rolls back on error.
+
+    Taking the write lock is retried when the database is locked, so the body
+    runs once, holding the lock, and concurrent writers never lose rows.
+    """
+    with Session(engine(runs_dir), expire_on_commit=False) as s:
+        def begin():  # BEGIN (IMMEDIATE on SQLite) happens here
+            try:
+                s.connection()
+            except OperationalError:
+                s.rollback()
+                raise
+
+        _retry(begin)
+        try:
+            yield s
+            s.commit()
+        except BaseException:
+            s.rollback()
+            raise

@@ -1,0 +1,476 @@
+"""Execute a notebook template with papermill into a run folder, once per tenant.
+
+:func:`run_template` is what ``expkit run`` calls: it finds the template,
+checks every parameter against the template's ``parameters`` cell (names,
+types, data paths, tenant names, a writable runs folder) *before* anything is
+created, then executes one run per tenant, ``workers`` at a time.
+:func:`execute` runs one template into one run folder: the executed notebook is
+saved after every cell, ``report.html`` (code hidden) is written whatever the
+outcome, and the run ends ``succeeded``, ``failed`` (with the cell and the
+error) or ``interrupted``.
+
+Tenants run in separate processes (:func:`map_jobs`), one kernel each; that
+one function is the executor interface to swap for Dask or similar.
+"""
+from __future__ import annotations
+
+import ast
+import concurrent.futures as cf
+import hashlib
+import logging
+import multiprocessing
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import nbformat
+
+from .errors import ConfigError, DataError, RunError
+from .runs import Run, runs_dir as _runs_dir, safe_name
+
+log = logging.getLogger(__name__)
+
+KERNEL = os.environ.get("EXPKIT_KERNEL", "python3")
+#: Parameters expkit injects itself; users do not pass them.
+INJECTED = ("run_dir",)
+_REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+_NONLITERAL = object()
+_NBCONVERT_LOG = logging.getLogger(__name__ + ".nbconvert")  # quiet: warns about image alt text
+_NBCONVERT_LOG.setLevel(logging.ERROR)
+
+
+# -- templates ------------------------------------------------------------------------
+def template_dirs(templates_dir=None) -> list[Path]:
+    """Folders searched for templates: ``templates_dir``, else ``$EXPKIT_TEMPLATES``,
+    ``./templates`` and the templates shipped next to the package."""
+    if templates_dir:
+        return [Path(templates_dir).absolute()]
+    dirs = [Path(p) for p in (os.environ.get("EXPKIT_TEMPLATES"), "templates") if p]
+    dirs.append(_REPO_TEMPLATES)
+    out: list[Path] = []
+    for d in (p.absolute() for p in dirs):
+        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
+            out.append(d)
+    return out
+
+
+def available_templates(templates_dir=None) -> list[str]:
+    """Names of the templates found in :func:`template_dirs`."""
+    return sorted({p.stem for d in template_dirs(templates_dir) for p in d.glob("*.ipynb")})
+
+
+def find_template(name, templates_dir=None) -> Path:
+    """The template file for a name (``tournament``) or a path to an ``.ipynb``."""
+    text = str(name)
+    if text.endswith(".ipynb"):
+        path = Path(text)
+        if path.is_file():
+            return path.absolute()
+        raise RunError(f"template file {text} does not exist")
+    for d in template_dirs(templates_dir):
+        if "/" not in text and (d / f"{text}.ipynb").is_file():
+            return d / f"{text}.ipynb"
+    names = available_templates(templates_dir)
+    raise RunError(f"unknown template {text!r}",
+                   hint=f"available: {', '.join(names)}" if names else "no templates found")
+
+
+def file_hash(path) -> str:
+    """sha256 of a file's bytes (the template version runs record)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def parameters_cell(nb) -> tuple[int, Any]:
+    """Index and cell of a notebook's cell tagged ``parameters`` (RunError if none)."""
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return index, cell
+    raise RunError("the notebook has no cell tagged 'parameters'",
+                   hint="tag the cell holding the parameter defaults with 'parameters'")
+
+
+def literal_parameters(source: str) -> dict:
+    """Parameter name -> default value from a parameters cell's source.
+
+    Statements that are not a plain ``name = <literal>`` map to a marker that
+    :func:`nonliteral` reports; a syntax error raises ConfigError.
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as exc:
+        raise ConfigError(f"the parameters cell does not parse: {exc.msg} (line {exc.lineno})") from None
+    out: dict[str, Any] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
+            if isinstance(node, ast.AnnAssign) and node.value is not None else None
+        if not targets or not all(isinstance(t, ast.Name) for t in targets):
+            out[f"<line {node.lineno}>"] = _NONLITERAL
+            continue
+        try:
+            value = ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            value = _NONLITERAL
+        for target in targets:
+            out[target.id] = value
+    return out
+
+
+def nonliteral(params: Mapping) -> list[str]:
+    """Names (or lines) of parameters whose default is not a literal."""
+    return [name for name, value in params.items() if value is _NONLITERAL]
+
+
+def template_parameters(path) -> dict:
+    """Parameter name -> default of a template (non-literal defaults map to None)."""
+    nb = nbformat.read(str(path), as_version=4)
+    try:
+        _, cell = parameters_cell(nb)
+    except RunError:
+        return {}
+    return {k: (None if v is _NONLITERAL else v) for k, v in literal_parameters(cell.source).items()
+            if not k.startswith("<")}
+
+
+# -- parameter values ------------------------------------------------------------------
+_TRUE = {"true", "yes", "y", "1", "on"}
+_FALSE = {"false", "no", "n", "0", "off"}
+
+
+def _wrong(name, value, default) -> ConfigError:
+    kind = type(default).__name__
+    return ConfigError(f"parameter {name!r}: {value!r} is not a valid {kind}",
+                       hint=f"the template's default is {default!r}")
+
+
+def coerce(name: str, value, default, *, from_string: bool):
+    """``value`` converted to the type of the template default ``default``.
+
+    Strings (from ``-p NAME VALUE``) are parsed; typed values (from a YAML
+    file) are checked. A ``None`` default accepts any literal.
+    """
+    if from_string:
+        text = str(value)
+        if isinstance(default, bool):
+            if text.lower() in _TRUE | _FALSE:
+                return text.lower() in _TRUE
+            raise _wrong(name, text, default)
+        if isinstance(default, int):
+            try:
+                return int(text)
+            except ValueError:
+                raise _wrong(name, text, default) from None
+        if isinstance(default, float):
+            try:
+                return float(text)
+            except ValueError:
+                raise _wrong(name, text, default) from None
+        if isinstance(default, str):
+            return text
+        if text.lower() in ("none", "null"):
+            return None
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            if isinstance(default, (list, tuple)):
+                value = [part.strip() for part in text.split(",") if part.strip()]
+            else:
+                return text  # a None default takes a plain string as is
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, (list, tuple)):
+        ok = isinstance(value, (list, tuple))
+        value = type(default)(value) if ok else value
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        raise _wrong(name, value, default)
+    return value
+
+
+def resolve_params(path, strings: Mapping[str, str] | None = None,
+                   values: Mapping[str, Any] | None = None) -> dict:
+    """Check and convert parameters for the template at ``path``.
+
+    Parameters
+    ----------
+    strings : mapping, optional
+        Values given as text (``-p NAME VALUE``), parsed to the default's type.
+    values : mapping, optional
+        Typed values (a YAML file or Python), checked against the default's type.
+        ``strings`` win over ``values``.
+    """
+    defaults = template_parameters(path)
+    out: dict[str, Any] = {}
+    for source, from_string in ((values or {}, False), (strings or {}, True)):
+        for name, value in source.items():
+            if name not in defaults or name in INJECTED:
+                known = [k for k in defaults if k not in INJECTED]
+                raise ConfigError(f"unknown parameter {name!r} for template {Path(path).stem!r}",
+                                  hint=f"parameters: {', '.join(known)}" if known else "it has none")
+            out[name] = coerce(name, value, defaults[name], from_string=from_string)
+    check_data_paths({**defaults, **out})
+    return out
+
+
+def check_data_paths(params: Mapping) -> None:
+    """DataError if a ``data``/``*_path``/``*_file`` parameter names a missing local file."""
+    for name, value in params.items():
+        if not (name == "data" or name.endswith(("_path", "_file"))) or not isinstance(value, str):
+            continue
+        if Path(value).expanduser().exists() or "://" in value:
+            continue  # a local file, or a URL the template reads itself
+        if ":" not in value.split("/")[0]:  # "scheme:name" sources are the template's business
+            raise DataError(f"parameter {name!r}: data path {value} does not exist",
+                            hint=f"looked in {Path.cwd()}")
+
+
+def check_runs_dir(root) -> Path:
+    """The runs folder, created if needed; RunError if it cannot be written."""
+    root = _runs_dir(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise RunError(f"runs folder {root} is not writable: {exc.strerror or exc}",
+                       hint="pass --runs-dir or set EXPKIT_RUNS to a writable folder") from None
+    return root
+
+
+def tenants_from(spec: str) -> list[str]:
+    """Unique values of a column of a table given as ``FILE:COLUMN``."""
+    path, sep, column = str(spec).rpartition(":")
+    if not sep or not path or not column:
+        raise ConfigError(f"--tenants-from {spec!r} is not FILE:COLUMN")
+    if not Path(path).exists():
+        raise DataError(f"--tenants-from: file {path} does not exist")
+    from .data import load
+
+    df = load(path)
+    if column not in df.columns:
+        raise DataError(f"--tenants-from: column {column!r} is not in {path}",
+                        hint=f"columns: {', '.join(map(str, df.columns))}")
+    return [str(v) for v in df[column].dropna().unique()]
+
+
+# -- one run -------------------------------------------------------------------------
+def _excerpt(source: str, lines: int = 6) -> str:
+    rows = source.strip().splitlines()
+    return "\n".join(rows[:lines] + (["..."] if len(rows) > lines else []))
+
+
+def _error(exc, template_nb) -> dict:
+    """run.json's error entry for a papermill failure: the template cell (numbered
+    from 1), its execution count, a source excerpt and the message."""
+    cell = next((i + 1 for i, c in enumerate(template_nb.cells) if c.source == exc.source), None)
+    return {"cell": cell, "execution_count": exc.exec_count, "source": _excerpt(exc.source),
+            "ename": exc.ename, "message": f"{exc.ename}: {exc.evalue}".rstrip(": ")}
+
+
+def _running_cell(run: Run, template_nb) -> dict:
+    """The cell papermill was executing when the kernel went away (from the saved notebook)."""
+    try:
+        nb = nbformat.read(str(run.dir / "notebook.ipynb"), as_version=4)
+    except Exception:  # no notebook yet: the kernel never started
+        return {}
+    started = [c for c in nb.cells if c.metadata.get("papermill", {}).get("start_time")]
+    cell = started[-1] if started else None  # papermill executes in order: the last one started
+    if cell is None:
+        return {}
+    index = next((i + 1 for i, c in enumerate(template_nb.cells) if c.source == cell.source), None)
+    return {"cell": index, "execution_count": cell.get("execution_count"), "source": _excerpt(cell.source)}
+
+
+def export_html(run: Run, error: Mapping | None = None) -> Path:
+    """Write report.html (executed notebook, code hidden); never raises.
+
+    When the notebook cannot be rendered, the report says so and shows ``error``.
+    """
+    target = run.dir / "report.html"
+    try:
+        from nbconvert import HTMLExporter
+
+        nb = nbformat.read(str(run.dir / "notebook.ipynb"), as_version=4)
+        exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                                exclude_output_prompt=True, log=_NBCONVERT_LOG)
+        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": run.id}})
+    except Exception as exc:  # the report must exist even when the notebook does not
+        log.warning("run %s: could not export the notebook (%s)", run.id, exc)
+        import html
+
+        message = (error or {}).get("message", "")
+        body = (f"<html><head><title>{run.id}</title></head><body><h1>{run.id}</h1>"
+                f"<pre>{html.escape(str(message))}</pre>"
+                f"<p>The notebook could not be rendered: {html.escape(str(exc))}</p></body></html>")
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, target)
+    return target
+
+
+def _kernel_manager(log_file: Path):
+    """A kernel manager class whose kernel writes stdout/stderr to ``log_file``
+    (kernel.log in the run folder) instead of the terminal."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RunKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd, **kw):
+            with open(log_file, "ab") as fh:
+                kw.setdefault("stdout", fh)
+                kw.setdefault("stderr", fh)
+                return await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    return RunKernelManager
+
+
+def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=None,
+            kind: str = "template", name: str | None = None, cwd=None,
+            kernel_name: str = KERNEL) -> dict:
+    """Execute a template (a path) once into a new run folder; returns :func:`summary`.
+
+    The parameters are used as given (see :func:`resolve_params`); ``run_dir``
+    (and ``tenant`` when given) are injected. Failures of the notebook end in
+    a failed run, not an exception; Ctrl-C marks the run interrupted and is
+    re-raised.
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    template = Path(template).absolute()
+    name = name or template.stem
+    template_nb = nbformat.read(str(template), as_version=4)
+    digest = file_hash(template)
+    from .promote import template_version
+
+    defaults = {k: v for k, v in template_parameters(template).items() if k not in INJECTED}
+    recorded = {**defaults, **(params or {}), **({"tenant": tenant} if tenant is not None else {})}
+    run = Run.create(name, tenant=tenant, params=recorded, runs_dir=runs_dir, kind=kind,
+                     template_path=template, template_hash=digest,
+                     template_version=template_version(template, digest))
+    injected = {**(params or {}), "run_dir": str(run.dir)}
+    if tenant is not None:
+        injected["tenant"] = tenant
+    status, error = "failed", None
+    try:
+        run.start()
+        log.info("run %s: executing %s", run.id, template.name)
+        pm.execute_notebook(str(template), str(run.dir / "notebook.ipynb"), parameters=injected,
+                            kernel_name=kernel_name, progress_bar=False, log_output=False,
+                            request_save_on_cell_execute=True, cwd=str(cwd or Path.cwd()),
+                            start_timeout=120,
+                            kernel_manager_class=_kernel_manager(run.dir / "kernel.log"))
+        status = "succeeded"
+    except PapermillExecutionError as exc:
+        status = "interrupted" if exc.ename == "KeyboardInterrupt" else "failed"
+        error = _error(exc, template_nb)
+    except KeyboardInterrupt:
+        status, error = "interrupted", {"message": "interrupted (Ctrl-C)"}
+        raise
+    except Exception as exc:  # dead kernel, kernel start failure, ...
+        error = {**_running_cell(run, template_nb), "message": f"{type(exc).__name__}: {exc}"}
+    finally:
+        export_html(run, error)
+        run.finish(status, error)
+        log.info("run %s: %s", run.id, status)
+    return summary(run)
+
+
+def summary(run: Run) -> dict:
+    """tenant, status, winner, metric, error and paths of a finished run."""
+    meta = run.meta
+    s = meta.get("summary") or {}
+    error = meta.get("error") or {}
+    where = f"cell {error['cell']}: " if error.get("cell") is not None else ""
+    return {"run_id": run.id, "tenant": meta.get("tenant"), "status": meta.get("status"),
+            "winner": s.get("winner"), "metric_name": s.get("metric_name"), "metric": s.get("metric"),
+            "error": f"{where}{error['message']}" if error.get("message") else None,
+            "path": str(run.dir), "report": str(run.dir / "report.html")}
+
+
+# -- many runs ---------------------------------------------------------------------------
+def _job(job: dict) -> dict:
+    try:
+        return execute(**job)
+    except Exception as exc:  # one tenant's trouble must not stop the others
+        log.exception("tenant %s could not run", job.get("tenant"))
+        return {"run_id": None, "tenant": job.get("tenant"), "status": "failed", "winner": None,
+                "metric_name": None, "metric": None, "error": f"{type(exc).__name__}: {exc}", "path": None, "report": None}
+
+
+def map_jobs(fn: Callable[[dict], dict], jobs: Sequence[dict], workers: int = 1,
+             on_done: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run ``fn`` over ``jobs``: in this process when ``workers`` is 1, else in a pool of
+    ``workers`` processes. Results come back in the order of ``jobs``."""
+    if workers <= 1 or len(jobs) <= 1:
+        results = []
+        for job in jobs:
+            results.append(fn(job))
+            if on_done:
+                on_done(results[-1])
+        return results
+    pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
+                                  mp_context=multiprocessing.get_context("spawn"))
+    try:
+        futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
+        results: list = [None] * len(jobs)
+        for future in cf.as_completed(futures):
+            results[futures[future]] = future.result()
+            if on_done:
+                on_done(results[futures[future]])
+        return results
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_template(template, *, strings: Mapping[str, str] | None = None,
+                 values: Mapping[str, Any] | None = None, tenants: Iterable | None = None,
+                 workers: int = 1, runs_dir=None, templates_dir=None, kernel_name: str = KERNEL,
+                 on_done: Callable[[dict], None] | None = None) -> list[dict]:
+    """Validate the inputs, then run a template once per tenant.
+
+    Parameters
+    ----------
+    template : str
+        Template name (see :func:`available_templates`) or path to an ``.ipynb``.
+    strings, values : mapping, optional
+        Parameters as text (parsed) or typed (checked); see :func:`resolve_params`.
+    tenants : iterable of str, optional
+        One run per tenant (the template needs a ``tenant`` parameter); default one run.
+    workers : int
+        Runs executed at once, one kernel each.
+
+    Returns
+    -------
+    list of dict
+        One :func:`summary` per run, in the order of ``tenants``.
+    """
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    path = find_template(template, templates_dir)
+    params = resolve_params(path, strings, values)
+    tenants = list(tenants) if tenants is not None else []
+    if not tenants:
+        tenants = [params.pop("tenant", None)]
+    elif "tenant" in params:
+        raise ConfigError("give the tenant either as -p tenant or with --tenant/--tenants, not both")
+    if tenants != [None] and "tenant" not in template_parameters(path):
+        raise ConfigError(f"template {path.stem!r} has no 'tenant' parameter",
+                          hint="add `tenant = None` to its parameters cell")
+    if len(set(map(str, tenants))) != len(tenants):
+        raise ConfigError("the same tenant is listed twice")
+    for tenant in tenants:
+        if tenant is not None:
+            safe_name(tenant, "tenant")
+    root = check_runs_dir(runs_dir)
+    name = path.stem
+    jobs = [{"template": str(path), "params": params, "tenant": t, "runs_dir": str(root),
+             "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name} for t in tenants]
+    return map_jobs(_job, jobs, workers, on_done)

@@ -1,0 +1,220 @@
+"""The production registry: which run's model serves an (app, tenant).
+
+Every promotion adds a version row (who, when, why, the model folder and the
+sha256 of its ``model.skops``, the hold-out metric, the version it replaced);
+exactly one version per (app, tenant) is in production. Promotion and rollback
+each happen in one database transaction. ``tenant=None`` is the app-wide model;
+:meth:`Registry.production` falls back to it for tenants without a model of
+their own.
+"""
+from __future__ import annotations
+
+import getpass
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import Float, Index, Integer, String, Text, func, select, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from . import db
+from .errors import RegistryError, PromotionError, RunError
+from .runs import get as get_run, now, runs_dir as _runs_dir
+
+log = logging.getLogger(__name__)
+
+#: Metrics where lower is better (the gate flips its comparison for these).
+LOWER_IS_BETTER = ("log_loss", "brier", "rmse", "mae", "mse", "mape")
+_ALL = ""  # the tenant key of the app-wide model
+
+
+class ModelVersion(db.Base):
+    """One promotion of a run's model for an (app, tenant)."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        Index("one_production_model", "app", "tenant_key", unique=True,
+              sqlite_where=text("status = 'production'"),
+              postgresql_where=text("status = 'production'")),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(String(200), index=True)
+    tenant_key: Mapped[str] = mapped_column(String(200), default=_ALL)
+    version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))  # production | archived | rolled_back
+    run_id: Mapped[str] = mapped_column(String(200))
+    model_dir: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    metric_name: Mapped[str | None] = mapped_column(String(50))
+    metric: Mapped[float | None] = mapped_column(Float)
+    promoted_at: Mapped[str] = mapped_column(String(40))
+    by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    previous_version: Mapped[int | None] = mapped_column(Integer)
+
+    def to_dict(self) -> dict:
+        return {"app": self.app, "tenant": self.tenant_key or None, "version": self.version,
+                "status": self.status, "production": self.status == "production",
+                "run_id": self.run_id, "model_dir": self.model_dir, "sha256": self.sha256,
+                "metric_name": self.metric_name, "metric": self.metric,
+                "promoted_at": self.promoted_at, "by": self.by, "reason": self.reason,
+                "previous_version": self.previous_version}
+
+
+COLUMNS = ["app", "tenant", "version", "status", "production", "run_id", "metric_name", "metric",
+           "promoted_at", "by", "reason", "previous_version", "model_dir", "sha256"]
+
+
+def _key(tenant) -> str:
+    return _ALL if tenant is None else str(tenant)
+
+
+def _where(app: str, tenant):
+    return (ModelVersion.app == app) & (ModelVersion.tenant_key == _key(tenant))
+
+
+def _who(tenant) -> str:
+    return "all tenants" if tenant is None else f"tenant {tenant!r}"
+
+
+class Registry:
+    """Production models per (app, tenant), kept in the run index database.
+
+    Parameters
+    ----------
+    runs_dir : str or Path, optional
+        The runs folder (its ``index.db`` holds the registry unless ``$EXPKIT_DB``).
+    """
+
+    def __init__(self, runs_dir=None):
+        self.root = _runs_dir(runs_dir)
+
+    def production(self, app: str, tenant=None) -> dict:
+        """The production entry of (app, tenant), else of (app, all tenants).
+
+        Returns a dict with run_id, version, model_dir, sha256, metric_name,
+        metric, promoted_at, by, reason (and app, tenant, previous_version).
+        Raises RegistryError when neither exists.
+        """
+        with db.session(self.root) as s:
+            for key in dict.fromkeys([tenant, None]):
+                row = s.scalars(select(ModelVersion).where(
+                    _where(app, key) & (ModelVersion.status == "production"))).first()
+                if row is not None:
+                    return row.to_dict()
+        raise RegistryError(f"no production model for app {app!r} ({_who(tenant)})",
+                            hint="promote one with `expkit promote model RUN --app APP`")
+
+    def list(self, app: str | None = None) -> pd.DataFrame:
+        """Every version ever promoted (newest first), with a ``production`` flag."""
+        query = select(ModelVersion).order_by(ModelVersion.app, ModelVersion.tenant_key,
+                                              ModelVersion.version.desc())
+        if app is not None:
+            query = query.where(ModelVersion.app == app)
+        with db.session(self.root) as s:
+            rows = [r.to_dict() for r in s.scalars(query)]
+        return pd.DataFrame(rows, columns=COLUMNS)
+
+    def promote(self, run_id: str, app: str, tenant=None, force: bool = False,
+                tolerance: float = 0.01, reason: str | None = None, by: str | None = None) -> dict:
+        """Put a run's model in production for (app, tenant).
+
+        The run must have succeeded and its metrics.json must say the model is
+        above chance. If a production model exists for (app, tenant), the new
+        hold-out metric may not be worse than it by more than ``tolerance``
+        unless ``force``. Returns the new entry.
+        """
+        from .models.bundle import sha256_file
+
+        if not app or "/" in app:
+            raise PromotionError(f"app name {app!r} is not valid")
+        try:
+            run = get_run(run_id, self.root)
+        except RunError as exc:
+            raise PromotionError(f"refused: {exc.message}", hint=exc.hint) from None
+        meta = run.reconcile()
+        if meta.get("status") != "succeeded":
+            raise PromotionError(f"refused: run {run.id} is {meta.get('status')}, not succeeded")
+        metrics = run.metrics
+        if metrics.get("above_chance") is not True:
+            raise PromotionError(f"refused: the model of run {run.id} is not above chance",
+                                 hint="metrics.json must say above_chance: true")
+        model_file = run.dir / "model" / "model.skops"
+        if not model_file.is_file():
+            raise PromotionError(f"refused: run {run.id} has no model ({model_file} is missing)")
+        summary = meta.get("summary") or {}
+        name, value = summary.get("metric_name"), summary.get("metric")
+        digest = sha256_file(model_file)
+        with db.session(self.root) as s:  # one transaction: archive the old, add the new
+            current = s.scalars(select(ModelVersion).where(
+                _where(app, tenant) & (ModelVersion.status == "production"))).first()
+            if current is not None and not force:
+                self._gate(current, name, value, tolerance)
+            latest = s.scalar(select(func.max(ModelVersion.version)).where(_where(app, tenant))) or 0
+            if current is not None:
+                current.status = "archived"
+                s.flush()
+            row = ModelVersion(app=app, tenant_key=_key(tenant), version=latest + 1, status="production",
+                               run_id=run.id, model_dir=str(run.dir / "model"), sha256=digest,
+                               metric_name=name, metric=value, promoted_at=now(),
+                               by=by or getpass.getuser(), reason=reason or ("forced" if force and current else None),
+                               previous_version=current.version if current is not None else None)
+            s.add(row)
+            s.flush()
+            entry = row.to_dict()
+        log.info("app %s (%s): version %d from run %s is in production", app, _who(tenant),
+                 entry["version"], run.id)
+        return entry
+
+    @staticmethod
+    def _gate(current: ModelVersion, name, value, tolerance: float) -> None:
+        if current.metric is None or current.metric_name is None:
+            return
+        if name != current.metric_name or value is None or not math.isfinite(value):
+            raise PromotionError(
+                f"refused: production version {current.version} is measured by {current.metric_name}, "
+                f"the new run by {name}", hint="use --force to promote anyway")
+        lower = name in LOWER_IS_BETTER
+        worse = value - current.metric if lower else current.metric - value
+        if worse > tolerance:
+            raise PromotionError(
+                f"refused: hold-out {name} {value:.4f} is worse than production version "
+                f"{current.version} ({current.metric:.4f}) by more than {tolerance}",
+                hint="use --force (and --reason) to promote anyway")
+
+    def rollback(self, app: str, tenant=None, reason: str | None = None, by: str | None = None) -> dict:
+        """Put back the model that was in production before the current one.
+
+        The current version is marked ``rolled_back`` and the previous one is
+        promoted again as a new version (so the history stays complete).
+        """
+        with db.session(self.root) as s:
+            current = s.scalars(select(ModelVersion).where(
+                _where(app, tenant) & (ModelVersion.status == "production"))).first()
+            if current is None:
+                raise RegistryError(f"no production model for app {app!r} ({_who(tenant)}) to roll back")
+            if current.previous_version is None:
+                raise RegistryError(f"app {app!r} ({_who(tenant)}): version {current.version} "
+                                    "has no previous production model to roll back to")
+            previous = s.scalars(select(ModelVersion).where(
+                _where(app, tenant) & (ModelVersion.version == current.previous_version))).one()
+            if not Path(previous.model_dir, "model.skops").is_file():
+                raise RegistryError(f"cannot roll back: the model of version {previous.version} "
+                                    f"is gone ({previous.model_dir})")
+            latest = s.scalar(select(func.max(ModelVersion.version)).where(_where(app, tenant)))
+            current.status = "rolled_back"
+            s.flush()
+            row = ModelVersion(app=app, tenant_key=_key(tenant), version=latest + 1, status="production",
+                               run_id=previous.run_id, model_dir=previous.model_dir, sha256=previous.sha256,
+                               metric_name=previous.metric_name, metric=previous.metric,
+                               promoted_at=now(), by=by or getpass.getuser(),
+                               reason=reason or f"rollback of version {current.version} "
+                                                f"to version {previous.version}",
+                               previous_version=previous.previous_version)
+            s.add(row)
+            s.flush()
+            entry = row.to_dict()
+        log.info("app %s (%s): rolled back to the model of version %d", app, _who(tenant), previous.version)
+        return entry
