@@ -1,0 +1,190 @@
+"""Batch scoring speed and memory: ``expkit score`` end to end against the
+loaded pipeline's bare ``predict_proba`` on the same rows.
+
+A tiny model is trained on the demo leads (with the free-text fields, and
+without them), saved in a run and promoted; demo lead files of two sizes
+(``--rows`` and a quarter of it) are written as CSV. Then, for each model and
+size:
+
+- end to end: ``expkit score`` in a subprocess (start-up, model load with the
+  hash check, chunked read, validation, scoring, output and score log);
+  wall time and the subprocess's own peak resident memory (``os.wait4``);
+- bare: ``bundle.pipeline.predict_proba`` in this process on the same rows
+  already in memory (no I/O, no validation, no log).
+
+The *marginal ratio* compares the time the larger file adds over the smaller
+one, so fixed costs (interpreter start-up, imports, model load) cancel out.
+
+Best of ``--repeat`` runs. Results go to benchmarks/results/scoring.json and a
+markdown table is printed. Targets (issue 5): end to end within 1.5x of the
+bare call, and peak memory independent of the file size.
+
+    python benchmarks/scoring.py                    # 1,000,000 rows, 1 repeat
+    python benchmarks/scoring.py --rows 20000 --repeat 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TEXT = ["title", "note"]
+TARGET = "converted"
+CHUNK = 100_000
+TARGET_RATIO = 1.5
+EXPKIT = [sys.executable, "-c", "from expkit.cli import main; main()"]
+# A forked child inherits its parent's peak-RSS mark (Linux keeps it across fork and exec),
+# so `expkit score` is started from this small launcher, which reports its child's own peak.
+LAUNCHER = """
+import os, subprocess, sys
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+_, status, usage = os.wait4(proc.pid, 0)
+sys.stderr.write(proc.stderr.read().decode())
+print(usage.ru_maxrss)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def train(runs: Path, app: str, with_text: bool, seed: int = 0) -> str:
+    """Train a tiny model on 2,000 demo leads, save it in a run and promote it for ``app``."""
+    import expkit
+    from expkit.registry import Registry
+    from expkit.runs import Run
+
+    df = expkit.datasets.leads(2000, n_tenants=1, seed=seed)
+    if not with_text:
+        df = df.drop(columns=TEXT)
+    result = expkit.tournament(df, TARGET, n_trials=3, families=["logistic"], budget=60,
+                               progress=False, n_jobs=1, seed=seed)
+    run = Run.create(f"bench-{app}", runs_dir=runs)
+    run.start()
+    run.save_model(result.best_pipeline, card=result.card())
+    run.log_metrics(result.summary())
+    run.finish("succeeded")
+    return Registry(runs).promote(run.id, app)["model_dir"]
+
+
+def write_leads(path: Path, rows: int, with_text: bool) -> None:
+    """``rows`` demo leads (no label) written in chunks, so memory stays small."""
+    from expkit.datasets import leads
+
+    done = 0
+    while done < rows:
+        n = min(CHUNK, rows - done)
+        df = leads(n, n_tenants=1, seed=1000 + done // CHUNK).drop(columns=[TARGET])
+        if not with_text:
+            df = df.drop(columns=TEXT)
+        df.to_csv(path, mode="a" if done else "w", header=not done, index=False)
+        done += n
+
+
+def end_to_end(src: Path, out: Path, app: str, runs: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of ``expkit score`` in its own process."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", LAUNCHER, *EXPKIT, "score", str(src), "-o", str(out),
+                           "--app", app, "--runs-dir", str(runs)], capture_output=True, text=True)
+    secs = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"expkit score failed ({proc.returncode}): {proc.stderr}")
+    return secs, int(proc.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+
+
+def bare(bundle, src: Path, repeat: int) -> float:
+    """Best seconds of ``pipeline.predict_proba`` on the file's rows, already in memory
+    with the column types of training (not timed)."""
+    import pandas as pd
+
+    from expkit.scoring import Scorer
+
+    scorer = Scorer(bundle, version="bench")
+    df = scorer.prepare(pd.read_csv(src))[scorer.features]
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        bundle.pipeline.predict_proba(df)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the larger file")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (best is kept)")
+    args = parser.parse_args(argv)
+    from expkit.models.bundle import load_model
+
+    sizes = sorted({max(1, args.rows // 4), args.rows})
+    results = []
+    with tempfile.TemporaryDirectory(prefix="expkit-bench-scoring-") as tmp:
+        tmp = Path(tmp)
+        runs = tmp / "runs"
+        runs.mkdir()
+        for with_text in (True, False):
+            variant = "with text" if with_text else "without text"
+            app = "bench-text" if with_text else "bench-notext"
+            model_dir = train(runs, app, with_text)
+            start = time.perf_counter()
+            bundle = load_model(model_dir)
+            load_secs = time.perf_counter() - start
+            model_mb = (Path(model_dir) / "model.skops").stat().st_size / 1e6
+            for rows in sizes:
+                src = tmp / f"leads-{app}-{rows}.csv"
+                write_leads(src, rows, with_text)
+                e2e = [end_to_end(src, tmp / "scored.csv", app, runs) for _ in range(args.repeat)]
+                secs, peak = min(s for s, _ in e2e), max(m for _, m in e2e)
+                base = bare(bundle, src, args.repeat)
+                results.append({
+                    "variant": variant, "rows": rows, "file_mb": round(src.stat().st_size / 1e6, 1),
+                    "end_to_end_s": round(secs, 3), "end_to_end_rows_per_s": round(rows / secs),
+                    "bare_predict_proba_s": round(base, 3), "bare_rows_per_s": round(rows / base),
+                    "ratio": round(secs / base, 2), "peak_rss_mb": round(peak, 1),
+                    "model_load_s": round(load_secs, 2), "model_mb": round(model_mb, 1),
+                })
+                src.unlink()
+            small, large = [r for r in results if r["variant"] == variant][-2:] if len(sizes) == 2 \
+                else (None, None)
+            if small is not None:  # rows/s of the extra rows: start-up and model load cancel out
+                extra = large["rows"] - small["rows"]
+                d_e2e = large["end_to_end_s"] - small["end_to_end_s"]
+                d_base = large["bare_predict_proba_s"] - small["bare_predict_proba_s"]
+                if d_e2e > 0 and d_base > 0:  # not measurable when noise beats the extra work
+                    large.update(marginal_end_to_end_rows_per_s=round(extra / d_e2e),
+                                 marginal_bare_rows_per_s=round(extra / d_base),
+                                 marginal_ratio=round(d_e2e / d_base, 2))
+    report = {
+        "benchmark": "scoring", "rows": args.rows, "repeat": args.repeat, "chunksize": CHUNK,
+        "target_ratio": TARGET_RATIO, "machine": {"python": platform.python_version(),
+                                                  "cpus": os.cpu_count(), "platform": platform.platform()},
+        "results": results,
+    }
+    out = HERE / "results" / "scoring.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(results))
+    print(f"\nresults -> {out.relative_to(HERE.parent)}")
+    return report
+
+
+def table(results) -> str:
+    head = ("| model | rows | end to end (rows/s) | bare predict_proba (rows/s) | ratio | "
+            "marginal ratio | peak RSS (MB) | model file (MB) / load (s) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        marginal = f"{r['marginal_ratio']}x" if "marginal_ratio" in r else ""
+        lines.append(f"| {r['variant']} | {r['rows']:,} | {r['end_to_end_rows_per_s']:,} | "
+                     f"{r['bare_rows_per_s']:,} | {r['ratio']}x | {marginal} | {r['peak_rss_mb']:,} | "
+                     f"{r['model_mb']} / {r['model_load_s']} |")
+    return "\n".join(lines) + (
+        "\n\nratio: end-to-end time / bare time (includes process start-up, imports and model load); "
+        "marginal ratio: the same for the rows the larger file adds (fixed costs cancel out).")
+
+
+if __name__ == "__main__":
+    main()

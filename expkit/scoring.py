@@ -1,0 +1,585 @@
+"""Batch scoring with the production model of an (app, tenant), and feedback.
+
+:func:`score` scores a DataFrame in memory, :func:`score_file` scores a CSV,
+Parquet or JSON-lines file of any size in chunks (memory stays bounded) and
+:func:`feedback` loads actual outcomes for ids scored before, so that the
+monitor can compute live AUROC.
+
+Every batch is validated against the model's schema (missing columns are an
+error; extra columns are ignored; values of the wrong type are coerced where
+safe) and appends one record to the score log (:mod:`expkit.scorelog`) only
+once its output is completely written. A failed batch leaves the score log,
+the registry and the output path as they were.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import drift, scorelog
+from .data import load
+from .errors import DataError, ModelError, ScoringError, SchemaError
+from .runs import runs_dir as _runs_dir
+
+log = logging.getLogger(__name__)
+
+_CSV = (".csv", ".tsv", ".txt")
+_PARQUET = (".parquet", ".pq")
+_JSONL = (".jsonl", ".ndjson", ".json")
+
+
+# -- the model ------------------------------------------------------------------
+def load_scorer(app: str, tenant=None, run=None, runs_dir=None, reasons: int = 0,
+                keep: Sequence[str] = ()) -> "Scorer":
+    """The :class:`Scorer` of the production model of ``(app, tenant)``, or of ``run``'s model.
+
+    The model file's sha256 must match the registry's record (else ModelError).
+    """
+    from .models.bundle import load_model
+
+    root = _runs_dir(runs_dir)
+    if run is not None:
+        model_dir = root / str(run) / "model"
+        if not model_dir.is_dir():
+            raise ModelError(f"run {run!r} has no model folder ({model_dir})",
+                             hint="check the run id with `expkit runs list`")
+        bundle = load_model(model_dir)
+        return Scorer(bundle, version=f"run:{run}", run_id=str(run), reasons=reasons, keep=keep,
+                      model_tenant=tenant)
+    from .registry import Registry
+
+    prod = Registry(root).production(app, tenant)
+    model_dir = Path(prod["model_dir"])
+    if not model_dir.is_absolute():
+        model_dir = root / model_dir
+    bundle = load_model(model_dir, expected_sha256=prod["sha256"])
+    return Scorer(bundle, version=str(prod["version"]), run_id=prod["run_id"],
+                  reasons=reasons, keep=keep, model_tenant=prod.get("tenant"))
+
+
+class Scorer:
+    """Validate, coerce and score chunks with one loaded model bundle.
+
+    Parameters
+    ----------
+    bundle : expkit.models.bundle.ModelBundle
+    version : str
+        Model version written to every output row and to the score log.
+    run_id : str, optional
+        The run that trained the model.
+    reasons : int
+        Top reasons per row to add (``reason_1`` ...); 0 for none.
+    keep : sequence of str
+        Input columns passed through to the output unchanged.
+    model_tenant : str, optional
+        Tenant of the registry entry the model serves (``None``: app-wide).
+    """
+
+    def __init__(self, bundle, version: str, run_id=None, reasons: int = 0, keep: Sequence[str] = (),
+                 model_tenant=None):
+        self.bundle = bundle
+        self.version = version
+        self.run_id = run_id
+        self.model_tenant = model_tenant
+        self.reasons = int(reasons or 0)
+        self.keep = [k for k in (keep or ()) if k]
+        card = bundle.card
+        self.schema = bundle.schema
+        self.task = card.get("task", "binary")
+        self.threshold = card.get("threshold", 0.5)
+        self.reference = card.get("reference") or {"fields": {}}
+        self.features = list(self.schema.features)
+        ids = card.get("id_columns") or self.schema.of_type("id")
+        self.id_columns = list(ids)
+        classes = list(card.get("classes") or [0, 1])
+        self.positive = card.get("positive_class", classes[-1])
+        self.negative = next((c for c in classes if c != self.positive), None)
+
+    # the columns a batch must have, and the ones it reads
+    @property
+    def needed(self) -> list[str]:
+        return list(dict.fromkeys([*self.id_columns, *self.features, *self.keep]))
+
+    def check_columns(self, columns: Sequence[str], source: str) -> None:
+        """SchemaError listing every column the model needs that ``columns`` lacks."""
+        missing = [c for c in self.needed if c not in set(columns)]
+        if missing:
+            raise SchemaError(
+                f"{source} is missing {len(missing)} column(s) the model needs: {', '.join(missing)}",
+                hint="add them (empty values are fine); extra columns are ignored")
+
+    def prepare(self, df: pd.DataFrame) -> pd.DataFrame:
+        """The model's columns of ``df`` coerced to the types it was trained on."""
+        out = {}
+        for col in self.needed:
+            out[col] = _coerce(df[col], self.schema.columns[col] if col in self.schema else None)
+        return pd.DataFrame(out, index=df.index)
+
+    def score(self, df: pd.DataFrame, row_offset: int = 0) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
+        """Score a prepared chunk -> (output frame, scores, ids as strings)."""
+        X = df[self.features]
+        out = pd.DataFrame(index=df.index)
+        if self.id_columns:
+            for c in self.id_columns:
+                out[c] = df[c]
+            ids = _id_strings(df[self.id_columns])
+        else:
+            out["row"] = np.arange(row_offset, row_offset + len(df))
+            ids = out["row"].astype(str)
+        for c in self.keep:
+            if c not in out:
+                out[c] = df[c]
+        if self.task == "regression":
+            scores = np.asarray(self.bundle.score(X), dtype=float)
+            out["prediction"] = scores
+        elif self.task == "multiclass":
+            proba = np.asarray(self.bundle.predict_proba(X))
+            best = proba.argmax(axis=1)
+            scores = proba[np.arange(len(best)), best]
+            out["score"] = scores
+            out["label"] = np.asarray(self.bundle.classes)[best]
+        else:
+            scores = np.asarray(self.bundle.score(X), dtype=float)
+            out["score"] = scores
+            out["label"] = np.where(scores >= self.threshold, self.positive, self.negative)
+        out["model_version"] = self.version
+        if self.reasons > 0:
+            out = out.join(_reason_columns(self.bundle.reasons(X, k=self.reasons), self.reasons, X.index))
+        return out.reset_index(drop=True), scores, ids.reset_index(drop=True)
+
+
+def _reason_columns(reasons: pd.DataFrame, k: int, index) -> pd.DataFrame:
+    """``reason_i`` (field) and ``impact_i`` (score change) columns of ``bundle.reasons``."""
+    cols = [c for i in range(1, k + 1) for c in (f"reason_{i}", f"impact_{i}") if c in reasons.columns]
+    return reasons[cols].set_axis(index)
+
+
+def _id_strings(ids: pd.DataFrame) -> pd.Series:
+    if ids.shape[1] == 1:
+        return ids.iloc[:, 0].astype(str)
+    return ids.astype(str).agg("|".join, axis=1)
+
+
+# -- type coercion --------------------------------------------------------------
+def _storage(ct) -> str | None:
+    """How a column was stored in training: 'number', 'datetime', 'bool', 'string' or None."""
+    if ct is None:
+        return None
+    dt = (ct.dtype or "").lower()
+    if dt.startswith(("int", "uint", "float")):
+        return "number"
+    if dt.startswith("datetime"):
+        return "datetime"
+    if dt in ("bool", "boolean"):
+        return "bool"
+    if dt in ("str", "string", "object", "category") or dt.startswith("string"):
+        return "string"
+    return {"numeric": "number", "integer": "number", "date": "datetime"}.get(ct.type)
+
+
+def _coerce(s: pd.Series, ct) -> pd.Series:
+    """Coerce ``s`` to how column ``ct`` was stored in training, or raise SchemaError."""
+    kind = _storage(ct)
+    if kind is None or len(s) == 0:
+        return s
+    if kind == "number":
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            return s
+        if pd.api.types.is_bool_dtype(s):
+            return s.astype(float)
+        text = s.astype("str").str.strip()
+        blank = s.isna() | text.eq("")
+        values = pd.to_numeric(text.where(~blank), errors="coerce")
+        _raise_bad(ct, s, values.isna() & ~blank, "a number")
+        return values
+    if kind == "datetime":
+        if pd.api.types.is_datetime64_any_dtype(s):
+            return s
+        text = s.astype("str").str.strip()
+        blank = s.isna() | text.eq("")
+        values = pd.to_datetime(text.where(~blank), errors="coerce")
+        _raise_bad(ct, s, values.isna() & ~blank, "a date")
+        return values
+    if kind == "string" and not pd.api.types.is_string_dtype(s):
+        if pd.api.types.is_float_dtype(s) and s.dropna().eq(s.dropna().round()).all():
+            return s.astype("Int64").astype("str").where(s.notna())  # 12.0 read from CSV -> "12"
+        return s.astype("str").where(s.notna())
+    return s
+
+
+def _raise_bad(ct, s: pd.Series, bad: pd.Series, what: str) -> None:
+    if bad.any():
+        example = s[bad].iloc[0]
+        raise SchemaError(
+            f"column {ct.name!r} should hold {what} but has {int(bad.sum())} value(s) that are not, "
+            f"e.g. {example!r}",
+            hint="fix or blank those values (empty values are scored normally)")
+
+
+# -- chunked reading and writing ------------------------------------------------
+def _kind(path: Path, role: str) -> str:
+    """'parquet', 'csv' or 'jsonl' from the file name (compression suffixes skipped on input)."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if role == "input" and suffixes and suffixes[-1] in (".gz", ".bz2", ".xz"):
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix in _PARQUET:
+        return "parquet"
+    if suffix in _CSV:
+        return "csv"
+    if suffix in _JSONL and role == "input":
+        return "jsonl"
+    raise DataError(f"{role} file {str(path)!r}: unsupported format {suffix or '(no extension)'!r}",
+                    hint="use .csv, .tsv or .parquet" + (" or .jsonl" if role == "input" else ""))
+
+
+def input_columns(path: Path) -> list[str]:
+    """Column names of a CSV/Parquet/JSON-lines file, read without loading its rows.
+
+    Missing, empty (no data rows), binary or undecodable files raise DataError.
+    """
+    kind = _kind(path, "input")
+    if kind != "parquet":
+        return list(load(path, nrows=5).columns)
+    if not path.is_file():
+        return list(load(path).columns)  # DataError naming the problem
+    import pyarrow.parquet as pq
+
+    try:
+        return list(pq.ParquetFile(path).schema_arrow.names)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is one clear error
+        raise DataError(f"cannot read {str(path)!r} as Parquet: {exc}") from exc
+
+
+def _csv_sep(path: Path, columns: Sequence[str]) -> str:
+    """The delimiter under which the header reads as ``columns`` (as sniffed by expkit.data.load)."""
+    for sep in (",", "\t", ";", "|"):
+        try:
+            if list(pd.read_csv(path, sep=sep, nrows=0).columns) == list(columns):
+                return sep
+        except (ValueError, UnicodeDecodeError):
+            continue
+    return ","
+
+
+def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
+                string_columns: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+    """Read ``columns`` of ``path`` in DataFrames of at most ``chunksize`` rows.
+
+    ``string_columns`` are read as strings from text files (ids like ``007`` stay as they are).
+    """
+    kind = _kind(path, "input")
+    try:
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize, columns=list(columns)):
+                yield batch.to_pandas()
+        elif kind == "csv":
+            sep = _csv_sep(path, input_columns(path))
+            yield from pd.read_csv(path, sep=sep, usecols=list(columns), chunksize=chunksize,
+                                   dtype={c: "str" for c in string_columns})
+        else:
+            for chunk in pd.read_json(path, lines=True, chunksize=chunksize):
+                yield chunk.reindex(columns=list(columns))
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a malformed line deep in the file
+        raise DataError(f"cannot read {str(path)!r}: {exc}",
+                        hint="fix the file (UTF-8, one record per line); nothing was written") from exc
+
+
+class _Writer:
+    """Append DataFrames to a CSV or Parquet file (pyarrow writers; the first chunk fixes the types)."""
+
+    def __init__(self, path: Path, kind: str):
+        self.path, self.kind, self._pq, self._schema = path, kind, None, None
+
+    def write(self, df: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        if self._pq is None:
+            schema = pa.Table.from_pandas(df.head(0), preserve_index=False).schema
+            # a column that is empty in the first chunk would be typed null: use string
+            self._schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                                      for f in schema]).remove_metadata()
+            if self.kind == "csv":
+                import pyarrow.csv as pcsv
+
+                self._pq = pcsv.CSVWriter(self.path, self._schema)
+            else:
+                import pyarrow.parquet as pq
+
+                self._pq = pq.ParquetWriter(self.path, self._schema)
+        self._pq.write_table(pa.Table.from_pandas(df, schema=self._schema, preserve_index=False))
+
+    def close(self) -> None:
+        if self._pq is not None:
+            self._pq.close()
+        elif self.kind == "csv":
+            open(self.path, "w").close()
+
+
+# -- batches ------------------------------------------------------------------------
+class _Batch:
+    """Accumulates one batch: output, ids file, score counts and field summaries."""
+
+    def __init__(self, scorer: Scorer, app: str, tenant, runs_dir, output: Path | None, out_kind: str):
+        self.scorer, self.app, self.tenant, self.runs_dir = scorer, app, tenant, runs_dir
+        self.id = scorelog.new_batch_id(app)
+        self.started = scorelog.utcnow()
+        self.ids_path = scorelog.ids_file(self.id, runs_dir)
+        self.ids_path.parent.mkdir(parents=True, exist_ok=True)
+        self.ids_tmp = self.ids_path.with_name(self.ids_path.name + ".tmp")
+        self.output = output
+        self.out_tmp = None if output is None else output.with_name(f".{output.name}.{self.id}.tmp")
+        self.out = None if output is None else _Writer(self.out_tmp, out_kind)
+        self.ids = _Writer(self.ids_tmp, "parquet")
+        self.rows = 0
+        self.counts = np.zeros(10, dtype=np.int64)
+        self.summaries = []
+
+    def add(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        prepared = self.scorer.prepare(chunk)
+        out, scores, ids = self.scorer.score(prepared, row_offset=self.rows)
+        self.rows += len(out)
+        if self.scorer.task == "binary":
+            self.counts += drift.score_buckets(scores, normalize=False)
+        self.summaries.append(drift.summarize(prepared, self.scorer.reference))
+        self.ids.write(pd.DataFrame({"id": ids, "score": scores}))
+        if self.out is not None:
+            self.out.write(out)
+        return out
+
+    def commit(self) -> dict:
+        """Close files, move them into place, then append the score-log record."""
+        self.ids.close()
+        if self.out is not None:
+            self.out.close()
+        record = {
+            "id": self.id, "app": self.app, "tenant": self.tenant,
+            "model_tenant": self.scorer.model_tenant, "version": self.scorer.version,
+            "run_id": self.scorer.run_id, "rows": self.rows, "started_at": self.started,
+            "finished_at": scorelog.utcnow(), "score_counts": [int(c) for c in self.counts],
+            "fields": drift.merge(self.summaries)["fields"],
+            "ids_path": self.ids_path.relative_to(_runs_dir(self.runs_dir)).as_posix(),
+            "output": None if self.output is None else str(self.output),
+        }
+        os.replace(self.ids_tmp, self.ids_path)
+        try:
+            if self.out is not None:
+                os.replace(self.out_tmp, self.output)
+            scorelog.record_batch(record, self.runs_dir)
+        except BaseException:
+            _remove(self.ids_path)
+            raise
+        log.info("scored %d rows of %s/%s with model %s (batch %s)", self.rows, self.app,
+                 self.tenant, self.scorer.version, self.id)
+        return record
+
+    def abort(self) -> None:
+        for p in (self.ids_tmp, self.out_tmp):
+            if p is not None:
+                _remove(p)
+
+
+def _remove(path: Path) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def score(df: pd.DataFrame, app: str, tenant=None, run=None, reasons: int = 0, keep=None,
+          runs_dir=None, log_batch: bool = True) -> pd.DataFrame:
+    """Score a DataFrame with the production model of ``(app, tenant)``.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows to score; must hold every input column of the model (extra columns are ignored).
+    app : str
+        Application name the model was promoted for.
+    tenant : str, optional
+        Tenant whose production model to use (``None``: the app-wide model).
+    run : str, optional
+        Score with this run's model instead of the production model.
+    reasons : int
+        Add the top ``reasons`` reasons per row (``reason_1`` ...).
+    keep : list of str, optional
+        Extra input columns to pass through to the output.
+    runs_dir : str or Path, optional
+        Runs folder (default ``$EXPKIT_RUNS`` or ``./runs``).
+    log_batch : bool
+        Append the batch to the score log (default True).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Id column(s), ``score`` (calibrated probability of the positive class),
+        ``label`` (at the model's threshold), ``model_version`` and any reasons / kept columns.
+
+    Raises
+    ------
+    RegistryError
+        No production model for ``(app, tenant)``.
+    ModelError
+        The model file is missing or does not match the registry's hash.
+    SchemaError
+        A column is missing or holds values that cannot be coerced.
+    ScoringError
+        The input has no rows.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise ScoringError(f"score() needs a pandas DataFrame, got {type(df).__name__}",
+                           hint="use score_file() for files")
+    if df.empty:
+        raise ScoringError("the input has no rows to score")
+    scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep or ())
+    scorer.check_columns(list(df.columns), "the input")
+    if not log_batch:
+        return scorer.score(scorer.prepare(df))[0]
+    batch = _Batch(scorer, app, tenant, runs_dir, None, "csv")
+    try:
+        out = batch.add(df)
+        batch.commit()
+    except BaseException:
+        batch.abort()
+        raise
+    return out
+
+
+def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 100_000,
+               reasons: int = 0, keep: Sequence[str] = (), runs_dir=None) -> dict:
+    """Score a CSV/Parquet/JSON-lines file in chunks into a CSV or Parquet file.
+
+    The output is written to a temporary file and moved into place when complete;
+    only then is the batch appended to the score log. Memory is bounded by
+    ``chunksize`` whatever the file size. Parameters and errors as :func:`score`.
+
+    Returns
+    -------
+    dict
+        The score-log record of the batch (id, rows, score_counts, fields, ...).
+    """
+    src, dst = Path(input), Path(output)
+    out_kind = _kind(dst, "output")
+    columns = input_columns(src)
+    scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep)
+    scorer.check_columns(columns, f"input file {str(src)!r}")
+    strings = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "string"]
+    strings += [c for c in scorer.keep if c not in scorer.schema]
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)
+    try:
+        for chunk in iter_chunks(src, scorer.needed, chunksize, strings):
+            batch.add(chunk)
+        if batch.rows == 0:
+            raise ScoringError(f"input file {str(src)!r} has no rows to score")
+        return batch.commit()
+    except BaseException:
+        batch.abort()
+        raise
+
+
+# -- feedback ---------------------------------------------------------------------
+def feedback(file, app: str, tenant=None, id_column: str | None = None,
+             label_column: str | None = None, runs_dir=None) -> int:
+    """Load actual outcomes (id + label) for rows scored before by ``(app, tenant)``.
+
+    Parameters
+    ----------
+    file : str, Path or DataFrame
+        Table with an id column and a 0/1 (or positive-class / other) label column.
+    id_column, label_column : str, optional
+        Default: the id column of the batches' model output (``id`` if the table
+        has it) and ``label`` / the model's target.
+
+    Returns
+    -------
+    int
+        Number of outcomes stored.
+
+    Raises
+    ------
+    ScoringError
+        Nothing was scored for ``(app, tenant)``, or some ids were never scored
+        (nothing is stored then), or a label is not 0/1.
+    """
+    df = file if isinstance(file, pd.DataFrame) else load(file)
+    name = "the feedback" if isinstance(file, pd.DataFrame) else f"feedback file {str(file)!r}"
+    past = scorelog.batches(app, tenant, all_tenants=False, runs_dir=runs_dir)
+    if past.empty:
+        raise ScoringError(f"nothing was scored for app {app!r}" + (f", tenant {tenant!r}" if tenant else ""),
+                           hint="score a batch first; feedback refers to scored ids")
+    id_col = id_column or _pick(df, ["id", *_model_ids(past, runs_dir)], name, "id")
+    label_col = label_column or _pick(df, ["label", "actual", "outcome", *_model_target(past, runs_dir)],
+                                      name, "label")
+    for c in (id_col, label_col):
+        if c not in df.columns:
+            raise SchemaError(f"{name} has no column {c!r}", hint=f"columns: {', '.join(map(str, df.columns))}")
+    df = df[[id_col, label_col]].dropna()
+    if df.empty:
+        raise ScoringError(f"{name} has no rows with both an id and a label")
+    ids = df[id_col].astype(str)
+    labels = _binary_labels(df[label_col], name, label_col)
+    scored = set(scorelog.scored_ids(past, runs_dir)["id"])
+    unknown = ids[~ids.isin(scored)]
+    if len(unknown):
+        raise ScoringError(
+            f"{len(unknown)} of {len(ids)} ids in {name} were never scored for app {app!r}"
+            + (f", tenant {tenant!r}" if tenant else "") + f", e.g. {unknown.iloc[0]!r}",
+            hint="check the app/tenant and the id column; nothing was loaded")
+    n = scorelog.add_feedback(app, tenant, ids, labels, runs_dir)
+    log.info("loaded %d outcomes for %s/%s", n, app, tenant)
+    return n
+
+
+def _pick(df, candidates, name, what):
+    for c in candidates:
+        if c in df.columns:
+            return c
+    raise SchemaError(f"{name} has no {what} column (looked for {', '.join(dict.fromkeys(candidates))})",
+                      hint=f"name it or pass --{what}-column")
+
+
+def _latest_card(past: pd.DataFrame, runs_dir) -> dict:
+    import json
+
+    run_id = past["run_id"].dropna().iloc[-1] if past["run_id"].notna().any() else None
+    path = _runs_dir(runs_dir) / str(run_id) / "model" / "card.json"
+    if run_id is None or not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _model_ids(past, runs_dir) -> list:
+    card = _latest_card(past, runs_dir)
+    ids = card.get("id_columns") or [c["name"] for c in card.get("schema", {}).get("columns", [])
+                                      if c.get("type") == "id"]
+    return list(ids) + ["row"]
+
+
+def _model_target(past, runs_dir) -> list:
+    target = _latest_card(past, runs_dir).get("target")
+    return [target] if target else []
+
+
+def _binary_labels(s: pd.Series, name: str, col: str) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype(int).to_numpy()
+    values = pd.to_numeric(s, errors="coerce")
+    if values.notna().all() and values.isin([0, 1]).all():
+        return values.astype(int).to_numpy()
+    text = s.astype(str).str.strip().str.lower()
+    mapping = {"true": 1, "yes": 1, "1": 1, "false": 0, "no": 0, "0": 0}
+    mapped = text.map(mapping)
+    if mapped.isna().any():
+        raise ScoringError(f"{name}: label column {col!r} must be 0/1, got {s[mapped.isna()].iloc[0]!r}",
+                           hint="use 1 for the positive outcome and 0 otherwise")
+    return mapped.astype(int).to_numpy()

@@ -1,0 +1,217 @@
+"""Scoring I/O, validation, atomicity and feedback with a stand-in model bundle.
+
+The stand-in follows the ModelBundle contract (pipeline, card, schema, score,
+reasons); the registry and skops loading are covered by test_scoring_e2e.py.
+"""
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from expkit import drift, scorelog, scoring
+from expkit.errors import DataError, SchemaError, ScoringError
+from expkit.schema import Schema
+
+SCHEMA = Schema.coerce({"lead_id": "id", "spend": "numeric", "source": "categorical",
+                        "visits": "integer", "converted": "binary"})
+SCHEMA.target = "converted"
+for name, dtype in [("lead_id", "str"), ("spend", "float64"), ("source", "str"), ("visits", "int64")]:
+    SCHEMA.columns[name].dtype = dtype
+
+
+def leads(n=500, seed=0, spend_scale=1.0):
+    rng = np.random.default_rng(seed)
+    spend = rng.lognormal(3, 1, n) * spend_scale
+    spend[rng.random(n) < 0.1] = np.nan
+    df = pd.DataFrame({"lead_id": [f"S{seed}-{i:05d}" for i in range(n)], "spend": spend,
+                       "source": rng.choice(["web", "ads", "event"], n), "visits": rng.poisson(3, n)})
+    df["converted"] = (rng.random(n) < 1 / (1 + np.exp(-(np.log1p(np.nan_to_num(spend)) - 3)))).astype(int)
+    return df
+
+
+class StubBundle:
+    """Minimal stand-in for expkit.models.bundle.ModelBundle."""
+
+    def __init__(self):
+        train = leads(800)
+        X = train[SCHEMA.features]
+        pre = ColumnTransformer([
+            ("num", SimpleImputer(), ["spend", "visits"]),
+            ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="?"),
+                                  OneHotEncoder(handle_unknown="ignore")), ["source"])])
+        self.pipeline = make_pipeline(pre, LogisticRegression()).fit(X, train["converted"])
+        self.schema = SCHEMA
+        self.classes = [0, 1]
+        self.threshold = 0.4
+        self.card = {"task": "binary", "classes": [0, 1], "positive_class": 1, "threshold": 0.4,
+                     "id_columns": ["lead_id"], "metrics": {"auroc": 0.7},
+                     "reference": drift.reference_profile(X, SCHEMA, scores=self.score(X))}
+
+    def predict_proba(self, df):
+        return self.pipeline.predict_proba(df)
+
+    def score(self, df):
+        return self.pipeline.predict_proba(df)[:, 1]
+
+    def reasons(self, df, k=3):
+        cols = {"score": self.score(df)}
+        for i in range(k):
+            cols[f"reason_{i + 1}"], cols[f"impact_{i + 1}"] = f"r{i + 1}", 0.1 / (i + 1)
+        return pd.DataFrame(cols, index=df.index)
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return StubBundle()
+
+
+@pytest.fixture
+def model(runs_dir, bundle, monkeypatch):
+    def fake_load(app, tenant=None, run=None, runs_dir=None, reasons=0, keep=()):
+        return scoring.Scorer(bundle, version="3", run_id="run-x", reasons=reasons, keep=keep)
+
+    monkeypatch.setattr(scoring, "load_scorer", fake_load)
+    return bundle
+
+
+def state(runs_dir):
+    """What a failed batch must leave unchanged."""
+    folder = runs_dir / scorelog.SCORES_FOLDER
+    return scorelog.count_batches(runs_dir), sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_score_file_chunked_matches_in_memory(model, runs_dir, tmp_path):
+    df = leads(1000, seed=1)
+    df["extra"] = "ignored"
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    df.to_csv(src, index=False)
+    record = scoring.score_file(src, dst, app="leads", chunksize=97)
+    out = pd.read_csv(dst)
+    assert list(out.columns) == ["lead_id", "score", "label", "model_version"]
+    assert len(out) == 1000 and out["lead_id"].tolist() == df["lead_id"].tolist()
+    expected = model.score(df[SCHEMA.features])
+    np.testing.assert_allclose(out["score"], expected, rtol=1e-6)
+    assert (out["label"] == (expected >= 0.4).astype(int)).all()
+    assert (out["model_version"] == 3).all()
+    # one score-log record with bucket counts, merged field summaries and the ids file
+    assert scorelog.count_batches(runs_dir) == 1
+    logged = scorelog.batches("leads").iloc[0]
+    assert logged["rows"] == 1000 and sum(logged["score_counts"]) == 1000
+    assert logged["score_counts"] == drift.score_buckets(expected, normalize=False)
+    assert logged["fields"]["spend"]["fill_rate"] == pytest.approx(df["spend"].notna().mean())
+    assert logged["version"] == "3" and logged["run_id"] == "run-x" and record["id"] == logged["id"]
+    ids = scorelog.scored_ids(scorelog.batches("leads"))
+    assert len(ids) == 1000 and set(ids["id"]) == set(df["lead_id"])
+    assert not list(tmp_path.glob(".*.tmp")) and not list((runs_dir / "scores").glob("*.tmp"))
+
+
+def test_parquet_and_jsonl_inputs_parquet_output_keep_and_reasons(model, runs_dir, tmp_path):
+    df = leads(300, seed=2)
+    df.to_parquet(tmp_path / "in.parquet")
+    df.to_json(tmp_path / "in.jsonl", orient="records", lines=True)
+    scoring.score_file(tmp_path / "in.parquet", tmp_path / "a.parquet", app="leads", chunksize=64,
+                       keep=["visits"], reasons=2)
+    a = pd.read_parquet(tmp_path / "a.parquet")
+    assert list(a.columns) == ["lead_id", "visits", "score", "label", "model_version",
+                                "reason_1", "impact_1", "reason_2", "impact_2"]
+    assert a["visits"].tolist() == df["visits"].tolist()
+    scoring.score_file(tmp_path / "in.jsonl", tmp_path / "b.csv", app="leads", chunksize=50)
+    b = pd.read_csv(tmp_path / "b.csv")
+    np.testing.assert_allclose(a["score"], b["score"], rtol=1e-6)
+    assert scorelog.count_batches(runs_dir) == 2
+
+
+def test_score_dataframe_logs_one_batch(model, runs_dir):
+    df = leads(200, seed=3)
+    out = scoring.score(df, app="leads", keep=["source"])
+    assert len(out) == 200 and {"lead_id", "source", "score", "label", "model_version"} <= set(out.columns)
+    assert scorelog.count_batches(runs_dir) == 1
+    scoring.score(df, app="leads", log_batch=False)
+    assert scorelog.count_batches(runs_dir) == 1
+
+
+def test_unseen_categories_empties_and_safe_coercion(model, runs_dir, tmp_path):
+    df = leads(60, seed=4)
+    df["source"] = ["tv", "", None] * 20  # unseen and empty categories
+    df["spend"] = df["spend"].map(lambda v: "" if np.isnan(v) else f" {v:.2f} ")  # numbers as text
+    df["visits"] = df["visits"].astype(float)  # 3.0 for an int column
+    out = scoring.score(df, app="leads")
+    assert out["score"].between(0, 1).all() and len(out) == 60
+    fields = scorelog.batches("leads").iloc[0]["fields"]
+    assert fields["source"]["unseen_share"] == 1.0
+
+
+def test_wrong_type_names_column_and_value(model, runs_dir, tmp_path):
+    df = leads(300, seed=5).astype({"spend": object})
+    df.loc[250, "spend"] = "twelve"
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    df.to_csv(src, index=False)
+    before = state(runs_dir)
+    with pytest.raises(SchemaError, match=r"'spend'.*'twelve'"):
+        scoring.score_file(src, dst, app="leads", chunksize=100)  # fails in the third chunk
+    assert state(runs_dir) == before and not dst.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_missing_columns_listed_and_nothing_written(model, runs_dir, tmp_path):
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    leads(50).drop(columns=["spend", "visits"]).to_csv(src, index=False)
+    dst.write_text("previous output\n")
+    before = state(runs_dir)
+    with pytest.raises(SchemaError, match="missing 2 column.*spend, visits"):
+        scoring.score_file(src, dst, app="leads")
+    with pytest.raises(SchemaError, match="nope"):
+        scoring.score(leads(50), app="leads", keep=["nope"])
+    assert state(runs_dir) == before and dst.read_text() == "previous output\n"
+
+
+def test_empty_inputs(model, runs_dir, tmp_path):
+    before = state(runs_dir)
+    header_only = tmp_path / "h.csv"
+    leads(5).head(0).to_csv(header_only, index=False)
+    with pytest.raises(DataError, match="no data rows"):
+        scoring.score_file(header_only, tmp_path / "o.csv", app="leads")
+    leads(5).head(0).to_parquet(tmp_path / "h.parquet")
+    with pytest.raises(ScoringError, match="no rows"):
+        scoring.score_file(tmp_path / "h.parquet", tmp_path / "o.csv", app="leads")
+    (tmp_path / "zero.csv").write_text("")
+    with pytest.raises(DataError, match="empty"):
+        scoring.score_file(tmp_path / "zero.csv", tmp_path / "o.csv", app="leads")
+    with pytest.raises(ScoringError, match="no rows"):
+        scoring.score(leads(5).head(0), app="leads")
+    with pytest.raises(DataError, match="unsupported"):
+        scoring.score_file(header_only, tmp_path / "o.xlsx", app="leads")
+    assert state(runs_dir) == before and not (tmp_path / "o.csv").exists()
+
+
+def test_feedback(model, runs_dir, tmp_path):
+    with pytest.raises(ScoringError, match="nothing was scored"):
+        scoring.feedback(pd.DataFrame({"id": ["x"], "label": [1]}), app="leads")
+    df = leads(100, seed=6)
+    scoring.score(df, app="leads")
+    fb = df[["lead_id", "converted"]].head(40)
+    fb.to_csv(tmp_path / "fb.csv", index=False)
+    assert scoring.feedback(tmp_path / "fb.csv", app="leads", id_column="lead_id",
+                            label_column="converted") == 40
+    # unknown ids: one clear error, nothing stored
+    bad = pd.DataFrame({"id": ["S6-00001", "never-1", "never-2"], "label": ["yes", "no", "yes"]})
+    with pytest.raises(ScoringError, match="2 of 3 ids .* never scored.*'never-1'"):
+        scoring.feedback(bad, app="leads")
+    with pytest.raises(ScoringError, match="must be 0/1"):
+        scoring.feedback(pd.DataFrame({"id": ["S6-00001"], "label": ["maybe"]}), app="leads")
+    assert scorelog.count_feedback(runs_dir) == 40
+    assert scoring.feedback(bad.head(1), app="leads") == 1
+    stored = scorelog.feedback("leads")
+    assert len(stored) == 40 and stored.set_index("id").loc["S6-00001", "label"] == 1
+
+
+def test_chunks_are_bounded(tmp_path):
+    df = leads(1000)
+    df.to_csv(tmp_path / "a.csv", index=False)
+    df.to_parquet(tmp_path / "a.parquet")
+    for name in ("a.csv", "a.parquet"):
+        sizes = [len(c) for c in scoring.iter_chunks(tmp_path / name, ["lead_id", "spend"], 300, ["lead_id"])]
+        assert sizes == [300, 300, 300, 100]
