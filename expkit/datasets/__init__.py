@@ -252,7 +252,8 @@ def leads(n_rows: int = 2000, n_tenants: int = 3, seed: int = 0) -> pd.DataFrame
 
     ========  ==========================================================
     acme      spend and title seniority
-    globex    web visits and lead source (Referral, Webinar good; Cold Call bad)
+    globex    web visits and lead source (Referral, Webinar good; Cold Call bad),
+              mostly through an interaction: many visits *and* a good source
     initech   note sentiment (positive wording) and a company, not free-mail, email
     others    two strong drivers drawn from a fixed per-tenant random stream
     ========  ==========================================================
@@ -336,6 +337,12 @@ def leads(n_rows: int = 2000, n_tenants: int = 3, seed: int = 0) -> pd.DataFrame
     ])
     coef = np.array([_tenant_coefficients(i, TENANTS[i]) for i in range(k)])
     eta = np.einsum("ij,ij->i", drivers, coef[tenant_idx])
+    # globex converts on an interaction (engaged visitors *from good sources*)
+    # with a step in visits: a shape trees find and a linear model cannot, so
+    # per-tenant tournaments have a reason to crown different families.
+    is_globex = tenant_idx == TENANTS.index("globex") if k > 1 else np.zeros(n, bool)
+    step = ((drivers[:, 2] > 0.4) & (drivers[:, 3] > 0)).astype(float)
+    eta[is_globex] += 3.0 * step[is_globex] - 1.2 * (drivers[is_globex, 2] > 1.6)
     for i in range(k):
         rows = tenant_idx == i
         if rows.any():
