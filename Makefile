@@ -24,7 +24,7 @@ demo: $(VENV)/.core
 	$(BIN)/expkit demo
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -q --nbval-lax tests templates notebooks
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q --nbval-lax tests templates notebooks
 
 lab: $(VENV)/.dev
 	$(BIN)/jupyter lab notebooks
@@ -32,6 +32,8 @@ lab: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/tournament.py
+	$(BIN)/python benchmarks/scoring.py
+	$(BIN)/python benchmarks/runs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
