@@ -5,8 +5,10 @@ learns in ``fit``, returns a scipy CSR matrix from ``transform`` and names its
 outputs ``<column>__<suffix>``. ``feature_transforms_`` says which transform
 made each output column (the lineage the Transmogrifier reports).
 
-Fitted state holds only lists, dicts, numpy arrays and sklearn estimators so
-that models persist with skops.
+Fitted state holds only short lists, dicts, numpy arrays and sklearn
+estimators so that models persist with skops. skops writes lists and dicts
+item by item as JSON, so anything with one entry per output column (names,
+lineage) is generated from compact parameters instead of stored.
 """
 from __future__ import annotations
 
@@ -104,7 +106,8 @@ class ColumnVectorizer(TransformerMixin, BaseEstimator):
     """Base class: one raw column in, a CSR block with named columns out.
 
     Subclasses implement ``_fit(s, y)`` (setting ``feature_suffixes_`` and
-    ``feature_transforms_``) and ``_transform(s)`` (returning a sparse or dense
+    ``feature_transforms_``, or the state that properties of those names
+    derive them from) and ``_transform(s)`` (returning a sparse or dense
     2-D block). ``_fit_transform`` may be overridden to share work.
     """
 

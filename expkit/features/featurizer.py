@@ -66,19 +66,15 @@ class Featurizer(TransformerMixin, BaseEstimator):
             keep = np.arange(Xt.shape[1])
         else:
             checker = clone(self.sanity) if isinstance(self.sanity, SanityChecker) else SanityChecker()
-            onehot = [c if t in ONE_HOT_TRANSFORMS else None
-                      for c, t in zip(tm.feature_columns_, tm.feature_transforms_)]
-            checker.fit(Xt, y, groups=tm.feature_columns_, feature_names=tm.feature_names_out_,
-                        onehot_groups=onehot)
+            names, columns, transforms = tm._lineage_lists()
+            onehot = [c if t in ONE_HOT_TRANSFORMS else None for c, t in zip(columns, transforms)]
+            checker.fit(Xt, y, groups=columns, feature_names=names, onehot_groups=onehot)
             self.sanity_ = checker
             keep = np.flatnonzero(checker.support_)
             if not len(keep):
                 raise FeatureError(f"the sanity checker removed all {Xt.shape[1]} features",
                                    hint="see sanity_report_; check the label and the input columns")
         self.keep_ = keep
-        self.feature_names_out_ = [tm.feature_names_out_[i] for i in keep]
-        self.feature_columns_ = [tm.feature_columns_[i] for i in keep]
-        self.feature_transforms_ = [tm.feature_transforms_[i] for i in keep]
         return Xt[:, keep] if len(keep) < Xt.shape[1] else Xt
 
     def transform(self, X):
@@ -89,6 +85,16 @@ class Featurizer(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "keep_")
         return np.asarray(self.feature_names_out_, dtype=object)
+
+    def _lineage_lists(self) -> tuple[list[str], list[str], list[str]]:
+        """(names, raw columns, transforms) of the kept features, from the
+        Transmogrifier's lineage (generated, not stored, to keep models small)."""
+        check_is_fitted(self, "keep_")
+        return tuple([lst[i] for i in self.keep_] for lst in self.transmogrifier_._lineage_lists())
+
+    @property
+    def feature_names_out_(self) -> list[str]:
+        return self._lineage_lists()[0]
 
     @property
     def feature_names_out(self) -> list[str]:
@@ -102,8 +108,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
     @property
     def lineage_(self) -> pd.DataFrame:
-        check_is_fitted(self, "keep_")
-        return _lineage_frame(self.feature_names_out_, self.feature_columns_, self.feature_transforms_)
+        return _lineage_frame(*self._lineage_lists())
 
     @property
     def sanity_report_(self) -> pd.DataFrame:

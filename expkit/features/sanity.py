@@ -14,6 +14,10 @@ from .base import is_regression
 log = logging.getLogger(__name__)
 
 REPORT_COLUMNS = ["feature", "column", "statistic", "value", "reason"]
+#: Why a feature was dropped; ``drop_code_`` holds 1 + the index here (0 = kept).
+DROP_STATISTICS = ("abs_correlation", "cramers_v", "correlation_ratio", "group", "variance")
+_DROP_CODE = {s: i + 1 for i, s in enumerate(DROP_STATISTICS)}
+_LEAKS = frozenset({"abs_correlation", "cramers_v", "correlation_ratio"})
 
 
 def _column_moments(X: sp.csr_matrix):
@@ -70,6 +74,13 @@ class SanityChecker(TransformerMixin, BaseEstimator):
     support_ : ndarray of bool, kept features
     report_ : DataFrame (feature, column, statistic, value, reason) of dropped features
     statistics_ : DataFrame per feature: variance, correlation, group_association
+    names_, columns_ : ndarray of str, name and group (raw column) of each feature
+    variance_, correlation_, group_association_ : ndarray of float, per feature
+    drop_code_ : ndarray of int8, per feature 0 (kept) or 1 + index into
+        :data:`DROP_STATISTICS`
+
+    ``report_`` and ``statistics_`` are built from these arrays when read, so
+    a saved model stays small however many features were dropped.
     """
 
     def __init__(self, max_correlation=0.95, max_cramers_v=0.95, min_variance=1e-5, drop_group=True):
@@ -111,31 +122,21 @@ class SanityChecker(TransformerMixin, BaseEstimator):
         corr = np.divide(np.abs(cov), denom, out=np.zeros_like(cov), where=denom > 0).max(axis=1)
         assoc = self._group_association(X, y, Yc, onehot, groups, onehot_groups)
 
-        self.statistics_records_ = {"feature": names, "column": groups, "variance": var.tolist(),
-                                    "correlation": corr.tolist(), "group_association": assoc.tolist()}
-        drops: dict[int, tuple] = {}
+        # Compact fitted state (numpy arrays; skops stores them as .npy files):
+        # report_ and statistics_ are built from these when read.
+        self.names_ = np.asarray(names, dtype=str)
+        self.columns_ = np.asarray(groups, dtype=str)
         assoc_name = "cramers_v" if onehot is not None else "correlation_ratio"
-        for i in range(p):
-            if corr[i] > self.max_correlation:
-                drops[i] = ("abs_correlation", corr[i], f"|correlation with label| {corr[i]:.3f} > "
-                            f"{self.max_correlation}: label leak")
-            elif assoc[i] > self.max_cramers_v:
-                drops[i] = (assoc_name, assoc[i], f"{assoc_name} of the {groups[i]} group "
-                            f"{assoc[i]:.3f} > {self.max_cramers_v}: label leak")
+        leak = np.zeros(p, dtype=np.int8)
+        leak[assoc > self.max_cramers_v] = _DROP_CODE[assoc_name]
+        leak[corr > self.max_correlation] = _DROP_CODE["abs_correlation"]
+        code = leak.copy()
         if self.drop_group:
-            leaking = {groups[i]: names[i] for i in drops}
-            for i in range(p):
-                if i not in drops and groups[i] in leaking:
-                    drops[i] = ("group", np.nan, f"same raw column as leaking feature {leaking[groups[i]]}")
-        for i in range(p):
-            if i not in drops and var[i] < self.min_variance:
-                drops[i] = ("variance", var[i], f"variance {var[i]:.2g} < {self.min_variance}: no information")
-        self.support_ = np.ones(p, dtype=bool)
-        self.support_[list(drops)] = False
-        self.report_records_ = [
-            {"feature": names[i], "column": groups[i], "statistic": s, "value": float(v), "reason": r}
-            for i, (s, v, r) in sorted(drops.items())]
-        self.names_ = names
+            code[(code == 0) & np.isin(self.columns_, self.columns_[leak > 0])] = _DROP_CODE["group"]
+        code[(code == 0) & (var < self.min_variance)] = _DROP_CODE["variance"]
+        self.variance_, self.correlation_, self.group_association_ = var, corr, assoc
+        self.drop_code_ = code
+        self.support_ = code == 0
         log.info("sanity checker kept %d of %d features", int(self.support_.sum()), p)
         return self
 
@@ -185,19 +186,42 @@ class SanityChecker(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "support_")
-        return np.asarray(self.names_, dtype=object)[self.support_]
+        return self.names_.astype(object)[self.support_]
 
     @property
     def report_(self) -> pd.DataFrame:
         """Dropped features: feature, column, statistic, value, reason."""
         check_is_fitted(self, "support_")
-        return pd.DataFrame(self.report_records_, columns=REPORT_COLUMNS)
+        dropped = np.flatnonzero(~self.support_)
+        names, columns = self.names_.tolist(), self.columns_.tolist()
+        leaking = {columns[i]: names[i]  # the last leaking feature of each raw column
+                   for i in dropped if DROP_STATISTICS[self.drop_code_[i] - 1] in _LEAKS}
+        records = []
+        for i in dropped:
+            statistic = DROP_STATISTICS[self.drop_code_[i] - 1]
+            if statistic == "abs_correlation":
+                value = self.correlation_[i]
+                reason = f"|correlation with label| {value:.3f} > {self.max_correlation}: label leak"
+            elif statistic == "group":
+                value, reason = np.nan, f"same raw column as leaking feature {leaking[columns[i]]}"
+            elif statistic == "variance":
+                value = self.variance_[i]
+                reason = f"variance {value:.2g} < {self.min_variance}: no information"
+            else:
+                value = self.group_association_[i]
+                reason = (f"{statistic} of the {columns[i]} group {value:.3f} > "
+                          f"{self.max_cramers_v}: label leak")
+            records.append({"feature": names[i], "column": columns[i], "statistic": statistic,
+                            "value": float(value), "reason": reason})
+        return pd.DataFrame(records, columns=REPORT_COLUMNS)
 
     @property
     def statistics_(self) -> pd.DataFrame:
         """Per feature: variance, |correlation| with the label, group association."""
         check_is_fitted(self, "support_")
-        return pd.DataFrame(self.statistics_records_)
+        return pd.DataFrame({"feature": self.names_.tolist(), "column": self.columns_.tolist(),
+                             "variance": self.variance_, "correlation": self.correlation_,
+                             "group_association": self.group_association_})
 
 
 def _cramers_v(table: np.ndarray, n: int) -> float:

@@ -175,21 +175,32 @@ class TextVectorizer(ColumnVectorizer):
                                                 self.placeholders)
             self.pivot_.column_ = self.column_
             self.pivot_._fit_codes(codes, uniques)
-            self.feature_suffixes_ = self.pivot_.feature_suffixes_
-            self.feature_transforms_ = self.pivot_.feature_transforms_
             return self._finish(self.pivot_._transform_codes(codes, uniques)) if transform else None
         self.pivot_ = None
         self.null_ = want_null_indicator(self.null_indicator, codes < 0)
-        names = list(_STATS) if self.stats else []
-        names += [("sentiment", "sentiment")] if self.sentiment else []
-        names += [(f"tfidf_{i}", "tfidf") for i in range(self.n_features or 0)]
-        names += [("null", "null")] if self.null_ else []
-        self.feature_suffixes_ = [n for n, _ in names]
-        self.feature_transforms_ = [t for _, t in names]
         stats, tf = self._vectorize(codes, uniques)
         if self.n_features:
             self.tfidf_ = TfidfTransformer(sublinear_tf=self.sublinear_tf).fit(tf)
         return self._finish(self._assemble(stats, tf, codes)) if transform else None
+
+    # Output names are generated, not stored: thousands of ``tfidf_<i>`` names
+    # would dominate the size and load time of a saved model.
+    def _outputs(self) -> list[tuple[str, str]]:
+        """(suffix, transform) of every output column."""
+        if self.pivot_ is not None:
+            return list(zip(self.pivot_.feature_suffixes_, self.pivot_.feature_transforms_))
+        names = list(_STATS) if self.stats else []
+        names += [("sentiment", "sentiment")] if self.sentiment else []
+        names += [(f"tfidf_{i}", "tfidf") for i in range(self.n_features or 0)]
+        return names + ([("null", "null")] if self.null_ else [])
+
+    @property
+    def feature_suffixes_(self) -> list[str]:
+        return [n for n, _ in self._outputs()]
+
+    @property
+    def feature_transforms_(self) -> list[str]:
+        return [t for _, t in self._outputs()]
 
     def _transform(self, s):
         codes, uniques = factorize(s, self.placeholders)

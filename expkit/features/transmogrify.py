@@ -83,7 +83,8 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
     schema_ : Schema
     lineage_ : DataFrame with columns feature, column, transform
     dropped_ : dict column -> why it produced no features
-    feature_names_out_ : list of str
+    feature_names_out_, feature_columns_, feature_transforms_ : list of str
+        Lineage as lists (generated from the fitted vectorizers when read).
     """
 
     def __init__(self, schema=None, *, top_k=20, min_support=10, null_indicators="auto",
@@ -210,33 +211,26 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
         self.schema_ = self._resolve_schema(X)
         plan, self.dropped_ = self._plan(X)
         self._check_columns(X, self._needed(plan))
-        blocks, names, columns, transforms, widths = [], [], [], [], []
+        blocks, widths = [], []
         for key, est, cols, kind in plan:
             data = self._input(X, cols, kind)
             if transform or not isinstance(est, ColumnVectorizer):  # custom ones: width from output
                 block = self._sparse(est.fit_transform(data, y))
                 if transform:
                     blocks.append(block)
+                widths.append(block.shape[1])
             else:
                 est.fit(data, y)
-                block = None
-            n, t = self._names(key, est, block)
-            names += n
-            transforms += t
-            columns += [cols if isinstance(cols, str) else "+".join(cols)] * len(n)
-            widths.append(len(n))
+                widths.append(len(est.feature_suffixes_))
         self.plan_ = plan
         self.widths_ = widths
         self.n_features_in_ = X.shape[1]
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.feature_names_out_ = self._unique(names)
-        self.feature_columns_ = columns
-        self.feature_transforms_ = transforms
-        if not names:
+        if not sum(widths):
             raise FeatureError("no column produced features",
                                hint=f"dropped: {self.dropped_}; check the schema")
         log.info("transmogrified %d columns into %d features (%d dropped)",
-                 len(plan), len(names), len(self.dropped_))
+                 len(plan), sum(widths), len(self.dropped_))
         return self._stack(blocks) if transform else None
 
     def transform(self, X):
@@ -256,11 +250,37 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "plan_")
         return np.asarray(self.feature_names_out_, dtype=object)
 
+    # Names and lineage are generated from the fitted vectorizers on demand, not
+    # stored: one list entry per output column would dominate a saved model.
+    def _lineage_lists(self) -> tuple[list[str], list[str], list[str]]:
+        """(feature names, raw columns, transforms), one entry per output column."""
+        check_is_fitted(self, "plan_")
+        names, columns, transforms = [], [], []
+        for (key, est, cols, _kind), width in zip(self.plan_, self.widths_):
+            n, t = self._names(key, est, width)
+            names += n
+            transforms += t
+            columns += [cols if isinstance(cols, str) else "+".join(cols)] * width
+        return self._unique(names), columns, transforms
+
+    @property
+    def feature_names_out_(self) -> list[str]:
+        return self._lineage_lists()[0]
+
+    @property
+    def feature_columns_(self) -> list[str]:
+        """Raw column (``a+b`` for extra features on several) of each output column."""
+        return self._lineage_lists()[1]
+
+    @property
+    def feature_transforms_(self) -> list[str]:
+        """Transform that made each output column."""
+        return self._lineage_lists()[2]
+
     @property
     def lineage_(self) -> pd.DataFrame:
         """One row per output column: feature, raw column, transform."""
-        check_is_fitted(self, "plan_")
-        return _lineage_frame(self.feature_names_out_, self.feature_columns_, self.feature_transforms_)
+        return _lineage_frame(*self._lineage_lists())
 
     # -- helpers -----------------------------------------------------------------
     @staticmethod
@@ -277,8 +297,8 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
         return sp.hstack(blocks, format="csr", dtype=self.dtype)
 
     @staticmethod
-    def _names(key, est, block):
-        """(names, transforms) of one fitted block."""
+    def _names(key, est, width):
+        """(names, transforms) of one fitted block ``width`` columns wide."""
         if isinstance(est, ColumnVectorizer):
             return list(est.get_feature_names_out()), list(est.feature_transforms_)
         transform = f"custom:{type(est).__name__}"
@@ -286,8 +306,8 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
             raw = [str(n) for n in est.get_feature_names_out()]
         except Exception:  # many custom transformers cannot name their outputs
             raw = None
-        if raw is None or len(raw) != block.shape[1]:
-            raw = [str(i) for i in range(block.shape[1])]
+        if raw is None or len(raw) != width:
+            raw = [str(i) for i in range(width)]
         return [n if n.startswith(f"{key}__") else f"{key}__{n}" for n in raw], [transform] * len(raw)
 
     @staticmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -104,7 +105,7 @@ def save_model(model, directory, card: dict | None = None) -> Path:
     full.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     path = directory / MODEL_FILE
     tmp = directory / (MODEL_FILE + ".tmp")
-    sio.dump(pipeline, tmp)
+    sio.dump(pipeline, tmp, compression=zipfile.ZIP_DEFLATED)  # feature names compress ~30x
     untrusted = [t for t in sio.get_untrusted_types(file=tmp) if not _is_trusted(t)]
     if untrusted:
         tmp.unlink()
