@@ -24,7 +24,7 @@ demo: $(VENV)/.core
 	$(BIN)/expkit demo
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest -n 2 --dist loadfile -q --nbval-lax tests templates notebooks
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q --nbval-lax --nbval-cell-timeout=900 tests templates notebooks
 
 lab: $(VENV)/.dev
 	$(BIN)/jupyter lab notebooks
