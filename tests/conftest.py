@@ -35,13 +35,3 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("EXPKIT_DB", raising=False)
     return d
 
-
-def pytest_configure(config):
-    """Keep the repository clean: notebooks and templates checked by nbval run
-    in kernels that inherit this environment, so their interactive runs go to
-    a temporary runs folder instead of ./runs."""
-    import tempfile
-
-    if "EXPKIT_RUNS" not in os.environ:
-        os.environ["EXPKIT_RUNS"] = tempfile.mkdtemp(prefix="expkit-test-runs-")
-    os.environ.setdefault("MPLBACKEND", "Agg")
