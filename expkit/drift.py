@@ -85,7 +85,7 @@ def reference_profile(df: pd.DataFrame, schema, scores=None, *, bins: int = 10,
                            "values": [str(k) for k in counts.index[:max_values]],
                            "n_values": int(len(counts))}
         elif kind in _TEXT:
-            lengths = non_null.astype(str).str.len().to_numpy(dtype=float)
+            lengths = _text_lengths(non_null)
             edges = _quantile_edges(lengths, bins)
             fields[col] = {"kind": "text", **base, "length_edges": edges,
                            "shares": _bin_shares(lengths, edges)}
@@ -132,7 +132,7 @@ def summarize(df: pd.DataFrame, reference: Mapping) -> dict:
             fields[col] = {"kind": kind, **base, "source": ref.get("source", "categorical"),
                            "shares": shares, "unseen_share": unseen}
         elif kind == "text":
-            lengths = non_null.astype(str).str.len().to_numpy(dtype=float)
+            lengths = _text_lengths(non_null)
             fields[col] = {"kind": kind, **base, "length_edges": ref["length_edges"],
                            "shares": _bin_shares(lengths, ref["length_edges"])}
         else:
@@ -237,9 +237,22 @@ def compare(reference: Mapping, summary: Mapping) -> pd.DataFrame:
 
 
 # -- helpers -------------------------------------------------------------------
+def _arrow_strings(s: pd.Series):
+    """The pyarrow array behind a pyarrow-backed string Series (pandas' default ``str``), else None."""
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        return s.array.__arrow_array__()
+    return None
+
+
 def _fill_rate(s: pd.Series) -> float:
     if len(s) == 0:
         return 0.0
+    arr = _arrow_strings(s)
+    if arr is not None:  # filled: not missing and not blank, counted in arrow (no Python strings)
+        import pyarrow.compute as pc
+
+        blank = pc.or_kleene(pc.equal(pc.binary_length(arr), 0), pc.utf8_is_space(arr))
+        return float((pc.sum(pc.invert(blank)).as_py() or 0) / len(s))
     filled = s.notna()
     if pd.api.types.is_string_dtype(s) or s.dtype == object:
         filled &= s.astype(str).str.strip().ne("")
@@ -261,16 +274,57 @@ def _bin_shares(values: np.ndarray, edges: Sequence[float]) -> list:
     return [float(c) / total if total else 0.0 for c in counts]
 
 
+def _text_lengths(non_null: pd.Series) -> np.ndarray:
+    """Length in characters of each (non-missing) value."""
+    arr = _arrow_strings(non_null)
+    if arr is not None:
+        import pyarrow.compute as pc
+
+        return pc.utf8_length(arr).to_numpy().astype(float)
+    return non_null.astype(str).str.len().to_numpy(dtype=float)
+
+
 def _category_counts(non_null: pd.Series, kind: str) -> pd.Series:
     """``{key: count}`` of a column's values, most frequent first.
 
-    Keys are computed once per distinct value (factorize), not per row.
+    Keys are computed once per distinct value (factorize), not per row; e-mail
+    addresses (mostly distinct) held as arrow strings are keyed per row in arrow.
     """
-    codes, uniques = pd.factorize(non_null)
-    keys = _category_keys(pd.Series(uniques), kind)
-    counts = pd.Series(np.bincount(codes[codes >= 0], minlength=len(uniques)))
+    arr = _arrow_strings(non_null)
+    if arr is not None:
+        import pyarrow.compute as pc
+
+        if kind == "email":
+            arr = _email_keys(arr)
+        vc = pc.value_counts(arr)
+        uniques = pd.Series(vc.field("values").to_pandas(types_mapper=pd.ArrowDtype), dtype="str")
+        counts = pd.Series(vc.field("counts").to_numpy())
+        kind = "categorical" if kind == "email" else kind
+    else:
+        codes, uniques = pd.factorize(non_null)
+        uniques = pd.Series(uniques)
+        counts = pd.Series(np.bincount(codes[codes >= 0], minlength=len(uniques)))
+    keys = _category_keys(uniques, kind)
     counts = counts[keys.index].groupby(keys.to_numpy()).sum()
     return counts.sort_values(ascending=False, kind="stable")
+
+
+def _email_keys(arr):
+    """The :func:`_category_keys` of e-mail addresses (in any order), computed in arrow:
+    the domain (after the last ``@``) if free mail, else ``(company)``; ``(invalid)``
+    without an ``@``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from .features.contact import FREE_MAIL
+
+    keys = pc.utf8_trim_whitespace(arr)
+    valid = pc.filter(keys, pc.match_substring(keys, "@"))
+    domain = pc.utf8_lower(pc.list_element(pc.split_pattern(valid, "@", max_splits=1, reverse=True), 1))
+    free = pc.is_in(domain, value_set=pa.array(sorted(FREE_MAIL), type=domain.type))
+    domain = pc.if_else(free, domain, pa.scalar("(company)", type=domain.type))
+    invalid = pa.repeat(pa.scalar("(invalid)", type=domain.type), len(keys) - len(valid))
+    return pa.chunked_array([*domain.chunks, invalid], type=domain.type)
 
 
 def _category_keys(non_null: pd.Series, kind: str) -> pd.Series:

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -200,6 +203,9 @@ def _coerce(s: pd.Series, ct) -> pd.Series:
     if kind == "datetime":
         if pd.api.types.is_datetime64_any_dtype(s):
             return s
+        parsed = _iso_datetimes(s)
+        if parsed is not None:
+            return parsed
         text = s.astype("str").str.strip()
         blank = s.isna() | text.eq("")
         values = pd.to_datetime(text.where(~blank), errors="coerce")
@@ -210,6 +216,48 @@ def _coerce(s: pd.Series, ct) -> pd.Series:
             return s.astype("Int64").astype("str").where(s.notna())  # 12.0 read from CSV -> "12"
         return s.astype("str").where(s.notna())
     return s
+
+
+#: Plain ISO formats parsed in arrow when every value of a chunk has the same one (pandas
+#: infers one format from the first value, so a mix goes the pandas way, errors and all):
+#: the characters at each position ("d": a digit; " " may also be "T", the same in every value).
+_ISO_DATETIMES = ("dddd-dd-dd", "dddd-dd-dd dd:dd:dd")
+
+
+def _iso_datetimes(s: pd.Series) -> pd.Series | None:
+    """Dates held as arrow strings all in one of _ISO_DATETIMES, parsed in arrow exactly as
+    ``pd.to_datetime`` parses them (blank -> NaT); None for anything else."""
+    arr = drift._arrow_strings(s)
+    if arr is None:
+        return None
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.utf8_trim_whitespace(arr)
+    text = pc.if_else(pc.equal(pc.binary_length(text), 0), pa.scalar(None, text.type), text)
+    values = text.drop_null().combine_chunks()
+    widths = pc.min_max(pc.binary_length(values)).as_py()
+    layout = next((f for f in _ISO_DATETIMES if widths["min"] == widths["max"] == len(f)), None)
+    if layout is None or len(values) == 0:
+        return None
+    fixed = values.cast(pa.binary(len(layout)))  # fixed width: a (rows, width) byte matrix
+    chars = np.frombuffer(fixed.buffers()[1], dtype=np.uint8)[
+        fixed.offset * len(layout):(fixed.offset + len(fixed)) * len(layout)].reshape(len(fixed), -1)
+    for i, want in enumerate(layout):
+        col = chars[:, i]
+        if want == "d":
+            ok = ((col >= ord("0")) & (col <= ord("9"))).all()
+        elif want == " ":
+            ok = (col == col[0]).all() and col[0] in (ord(" "), ord("T"))
+        else:
+            ok = (col == ord(want)).all()
+        if not ok:
+            return None
+    try:
+        stamps = pc.cast(text, pa.timestamp("us"))
+    except pa.ArrowInvalid:  # e.g. 2024-02-30: pandas names it
+        return None
+    return pd.Series(stamps.to_numpy(zero_copy_only=False), index=s.index, name=s.name)
 
 
 def _raise_bad(ct, s: pd.Series, bad: pd.Series, what: str) -> None:
@@ -268,10 +316,17 @@ def _csv_sep(path: Path, columns: Sequence[str]) -> str:
 
 
 def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
-                string_columns: Sequence[str] = ()) -> Iterator[pd.DataFrame]:
+                string_columns: Sequence[str] = (), number_columns: Sequence[str] | None = None
+                ) -> Iterator[pd.DataFrame]:
     """Read ``columns`` of ``path`` in DataFrames of at most ``chunksize`` rows.
 
     ``string_columns`` are read as strings from text files (ids like ``007`` stay as they are).
+    When ``number_columns`` is given and every other column is in ``string_columns``
+    (or in ``number_columns``), CSV files are read with pyarrow's streaming reader,
+    which is several times faster than pandas: number columns come out as pandas
+    would infer them per chunk (int64, else float64, else text for the caller to
+    coerce or reject). Should pyarrow fail on the file (a malformed line, not UTF-8, ...),
+    reading carries on with pandas from the same row, so results and errors are pandas'.
     """
     kind = _kind(path, "input")
     try:
@@ -282,8 +337,23 @@ def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
                 yield batch.to_pandas()
         elif kind == "csv":
             sep = _csv_sep(path, input_columns(path))
-            yield from pd.read_csv(path, sep=sep, usecols=list(columns), chunksize=chunksize,
-                                   dtype={c: "str" for c in string_columns})
+            done = 0
+            if number_columns is not None and set(columns) <= {*string_columns, *number_columns}:
+                try:
+                    for chunk in _arrow_csv_chunks(path, sep, columns, chunksize, number_columns):
+                        yield chunk
+                        done += len(chunk)
+                    return
+                except _ArrowReadFailed as exc:
+                    log.debug("pyarrow cannot read %s after %d rows (%s); reading it with pandas",
+                              path, done, exc)
+            reader = pd.read_csv(path, sep=sep, usecols=list(columns), chunksize=chunksize,
+                                 dtype={c: "str" for c in string_columns})
+            for chunk in reader:
+                skip = min(done, len(chunk))
+                done -= skip
+                if skip < len(chunk):
+                    yield chunk.iloc[skip:]
         else:
             for chunk in pd.read_json(path, lines=True, chunksize=chunksize):
                 yield chunk.reindex(columns=list(columns))
@@ -294,11 +364,128 @@ def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
                         hint="fix the file (UTF-8, one record per line); nothing was written") from exc
 
 
-class _Writer:
-    """Append DataFrames to a CSV or Parquet file (pyarrow writers; the first chunk fixes the types)."""
+def _read_ahead(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """``chunks``, read in a background thread one chunk ahead of the caller (reading overlaps
+    scoring; at most two chunks wait, so memory stays bounded). Errors reach the caller."""
+    ahead: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    end = object()
 
-    def __init__(self, path: Path, kind: str):
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for chunk in chunks:
+                if not put((chunk, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            put((end, exc))
+        finally:
+            chunks.close()
+
+    reader = threading.Thread(target=read, name="expkit-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            chunk, error = ahead.get()
+            if error is not None:
+                raise error
+            if chunk is end:
+                return
+            yield chunk
+    finally:
+        stop.set()
+        reader.join()
+
+
+class _ArrowReadFailed(Exception):
+    """pyarrow could not read (part of) a CSV file; pandas takes over."""
+
+
+#: What pandas.read_csv reads as missing (pyarrow's default list lacks ``None`` and ``<NA>``).
+_NA_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
+
+
+def _arrow_csv_chunks(path: Path, sep: str, columns: Sequence[str], chunksize: int,
+                      number_columns: Sequence[str]) -> Iterator[pd.DataFrame]:
+    """``columns`` of a CSV file in DataFrames of ``chunksize`` rows via pyarrow.csv.open_csv.
+
+    Every column is read as text, number columns are then cast as pandas would infer
+    them. Raises _ArrowReadFailed when pyarrow cannot read the file (compressed files
+    are left to pandas).
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    if path.suffix.lower() in (".gz", ".bz2", ".xz"):
+        raise _ArrowReadFailed("compressed file")
+    numbers = [c for c in columns if c in set(number_columns)]
+    try:
+        # a Python file object, not the path: given a path, pyarrow reads ahead as fast as it
+        # can, so memory would grow with the file whenever scoring is slower than reading
+        with open(path, "rb") as file:
+            reader = pcsv.open_csv(
+                file, read_options=pcsv.ReadOptions(block_size=1 << 22, use_threads=False),
+                parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+                convert_options=pcsv.ConvertOptions(
+                    include_columns=list(columns), column_types={c: pa.string() for c in columns},
+                    null_values=_NA_VALUES, strings_can_be_null=True, quoted_strings_can_be_null=True))
+            pending, rows = [], 0
+            for batch in reader:
+                pending.append(pa.Table.from_batches([batch]))
+                rows += batch.num_rows
+                while rows >= chunksize:
+                    table = pa.concat_tables(pending)
+                    pending, rows = [table.slice(chunksize)], rows - chunksize
+                    yield _arrow_to_pandas(table.slice(0, chunksize), numbers)
+            if rows:
+                yield _arrow_to_pandas(pa.concat_tables(pending), numbers)
+    except (pa.ArrowException, OSError) as exc:
+        raise _ArrowReadFailed(str(exc)) from exc
+
+
+def _arrow_to_pandas(table, numbers: Sequence[str]) -> pd.DataFrame:
+    """A text-only arrow table as pandas, with ``numbers`` columns as pandas would read them."""
+    for col in numbers:
+        i = table.schema.get_field_index(col)
+        table = table.set_column(i, col, _as_number(table.column(i)))
+    return table.to_pandas()
+
+
+def _as_number(text):
+    """Arrow strings as int64, else float64 (pandas reads " 12 " as 12 too), else as they are."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for strip in (False, True):
+        values = pc.utf8_trim_whitespace(text) if strip else text
+        for typ in (pa.int64(), pa.float64()):
+            try:
+                return pc.cast(values, typ)
+            except pa.ArrowInvalid:
+                continue
+    return text
+
+
+class _Writer:
+    """Append DataFrames to a CSV or Parquet file (pyarrow writers; the first chunk fixes the types).
+
+    ``dictionary=False`` writes Parquet without dictionary encoding (twice as fast for
+    columns of distinct values such as ids, and smaller).
+    """
+
+    def __init__(self, path: Path, kind: str, dictionary: bool = True):
         self.path, self.kind, self._pq, self._schema = path, kind, None, None
+        self.dictionary = dictionary
 
     def write(self, df: pd.DataFrame) -> None:
         import pyarrow as pa
@@ -315,7 +502,7 @@ class _Writer:
             else:
                 import pyarrow.parquet as pq
 
-                self._pq = pq.ParquetWriter(self.path, self._schema)
+                self._pq = pq.ParquetWriter(self.path, self._schema, use_dictionary=self.dictionary)
         self._pq.write_table(pa.Table.from_pandas(df, schema=self._schema, preserve_index=False))
 
     def close(self) -> None:
@@ -327,7 +514,12 @@ class _Writer:
 
 # -- batches ------------------------------------------------------------------------
 class _Batch:
-    """Accumulates one batch: output, ids file, score counts and field summaries."""
+    """Accumulates one batch: output, ids file, score counts and field summaries.
+
+    The bookkeeping of a chunk (score counts, field summaries, writing the ids and
+    the output) runs in a background thread while the next chunk is read and scored;
+    at most one chunk is in flight, so memory stays bounded.
+    """
 
     def __init__(self, scorer: Scorer, app: str, tenant, runs_dir, output: Path | None, out_kind: str):
         self.scorer, self.app, self.tenant, self.runs_dir = scorer, app, tenant, runs_dir
@@ -339,25 +531,41 @@ class _Batch:
         self.output = output
         self.out_tmp = None if output is None else output.with_name(f".{output.name}.{self.id}.tmp")
         self.out = None if output is None else _Writer(self.out_tmp, out_kind)
-        self.ids = _Writer(self.ids_tmp, "parquet")
+        self.ids = _Writer(self.ids_tmp, "parquet", dictionary=False)
         self.rows = 0
         self.counts = np.zeros(10, dtype=np.int64)
         self.summaries = []
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expkit-score")
+        self._pending = None
 
     def add(self, chunk: pd.DataFrame) -> pd.DataFrame:
         prepared = self.scorer.prepare(chunk)
         out, scores, ids = self.scorer.score(prepared, row_offset=self.rows)
         self.rows += len(out)
+        self._wait()
+        self._pending = self._worker.submit(self._record, prepared, out, scores, ids)
+        return out
+
+    def _record(self, prepared: pd.DataFrame, out: pd.DataFrame, scores: np.ndarray, ids: pd.Series) -> None:
         if self.scorer.task == "binary":
             self.counts += drift.score_buckets(scores, normalize=False)
         self.summaries.append(drift.summarize(prepared, self.scorer.reference))
         self.ids.write(pd.DataFrame({"id": ids, "score": scores}))
         if self.out is not None:
             self.out.write(out)
-        return out
+
+    def _wait(self) -> None:
+        """Finish the chunk in flight (raising its error, if any)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def commit(self) -> dict:
         """Close files, move them into place, then append the score-log record."""
+        try:
+            self._wait()
+        finally:
+            self._worker.shutdown()
         self.ids.close()
         if self.out is not None:
             self.out.close()
@@ -383,6 +591,12 @@ class _Batch:
         return record
 
     def abort(self) -> None:
+        try:
+            self._wait()
+        except BaseException:  # noqa: BLE001 - the batch failed already; its files go
+            pass
+        finally:
+            self._worker.shutdown()
         for p in (self.ids_tmp, self.out_tmp):
             if p is not None:
                 _remove(p)
@@ -474,10 +688,13 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
     scorer.check_columns(columns, f"input file {str(src)!r}")
     strings = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "string"]
     strings += [c for c in scorer.keep if c not in scorer.schema]
+    numbers = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "number"]
+    dates = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "datetime"]
     dst.parent.mkdir(parents=True, exist_ok=True)
     batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)
+    chunks = _read_ahead(iter_chunks(src, scorer.needed, chunksize, strings + dates, numbers))
     try:
-        for chunk in iter_chunks(src, scorer.needed, chunksize, strings):
+        for chunk in chunks:
             batch.add(chunk)
         if batch.rows == 0:
             raise ScoringError(f"input file {str(src)!r} has no rows to score")
@@ -485,6 +702,8 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
     except BaseException:
         batch.abort()
         raise
+    finally:
+        chunks.close()  # stops the reading thread if scoring failed
 
 
 # -- feedback ---------------------------------------------------------------------

@@ -138,3 +138,22 @@ def test_high_cardinality_categorical_is_stable_on_a_new_sample():
     summ = drift.summarize(sample(1), ref)["fields"]["domain"]
     assert drift.psi(f["shares"], summ["shares"]) < 0.05
     assert summ["unseen_share"] == pytest.approx(0.5, abs=0.05)  # the new companies are unseen
+
+
+def test_arrow_string_summaries_equal_object_summaries():
+    """pandas' default str columns are summarized in arrow; the result must be the same as
+    for the same values held as Python objects (keys, fill rates, text lengths)."""
+    emails = ["  x@GMAIL.com ", "", "   ", "no-at", "a@b@yahoo.com", None, "Z@Hotmail.CO.UK", "q@", "@",
+              "ann@acme.io", "bob@acme.io"] * 3
+    df = pd.DataFrame({
+        "email": emails,
+        "country": ["", " ", " US ", None, "us", "é", "US", "DE", "DE", "FR", "US"] * 3,
+        "note": ["", "  ", "héllo", None, "x", "\u00a0", "\u3000 \u2003", "\x1c", " a ", "\t", "long text"] * 3,
+    }, dtype="str")
+    schema = Schema.coerce({"email": "email", "country": "categorical", "note": "text"})
+    as_objects = df.astype(object)
+    assert drift.reference_profile(df, schema) == drift.reference_profile(as_objects, schema)
+    ref = drift.reference_profile(as_objects, schema)
+    assert drift.summarize(df.iloc[::-1], ref) == drift.summarize(as_objects.iloc[::-1], ref)
+    shares = ref["fields"]["email"]["shares"]
+    assert {"gmail.com", "yahoo.com", "hotmail.co.uk", "(company)", "(invalid)"} <= set(shares)

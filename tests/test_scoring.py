@@ -154,6 +154,9 @@ def test_wrong_type_names_column_and_value(model, runs_dir, tmp_path):
     with pytest.raises(SchemaError, match=r"'spend'.*'twelve'"):
         scoring.score_file(src, dst, app="leads", chunksize=100)  # fails in the third chunk
     assert state(runs_dir) == before and not dst.exists() and not list(tmp_path.glob(".*.tmp"))
+    import threading
+
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("expkit-")]  # reader, writer
 
 
 def test_missing_columns_listed_and_nothing_written(model, runs_dir, tmp_path):
@@ -215,3 +218,86 @@ def test_chunks_are_bounded(tmp_path):
     for name in ("a.csv", "a.parquet"):
         sizes = [len(c) for c in scoring.iter_chunks(tmp_path / name, ["lead_id", "spend"], 300, ["lead_id"])]
         assert sizes == [300, 300, 300, 100]
+
+
+TRICKY_HEADER = "lead_id,spend,source,visits,note\n"
+TRICKY_ROWS = (
+    '007,12.5,web,3,"two\nlines"\n'
+    "008,NA,,,None\n"
+    "009, 12 ,ads,3.0,<NA>\n"
+    "010,,event,4,n/a\n"
+    '011,1e3,"",5,"quoted, comma"\n'
+)
+
+
+def test_arrow_csv_reader_matches_pandas(tmp_path):
+    """The fast (pyarrow) CSV path gives the frames the pandas path gives: missing-value
+    tokens, quoted newlines, ids kept as text, numbers inferred per chunk as pandas does."""
+    src = tmp_path / "tricky.csv"
+    src.write_text(TRICKY_HEADER + TRICKY_ROWS * 40)
+    cols, strings, numbers = ["lead_id", "spend", "source", "visits", "note"], ["lead_id", "source", "note"], \
+        ["spend", "visits"]
+    fast = list(scoring.iter_chunks(src, cols, 7, strings, numbers))
+    slow = list(scoring.iter_chunks(src, cols, 7, strings))
+    assert [len(c) for c in fast] == [len(c) for c in slow] == [7] * 28 + [4]
+    for a, b in zip(fast, slow):
+        pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+    whole = pd.concat(fast)
+    assert whole["lead_id"].iloc[0] == "007" and whole["note"].iloc[0] == "two\nlines"
+    assert whole["spend"].iloc[2] == 12.0 and whole["visits"].dtype == float  # " 12 ", "3.0" as pandas
+
+
+def test_arrow_csv_reader_hands_over_to_pandas_mid_file(tmp_path):
+    """A line pyarrow refuses (too few fields: pandas fills them in) deep in the file: reading
+    carries on with pandas from the same row, no row lost or repeated."""
+    df = leads(1000, seed=7)
+    src = tmp_path / "short.csv"
+    df.to_csv(src, index=False)
+    lines = src.read_text().splitlines()
+    lines[901] = lines[901].rsplit(",", 2)[0]  # drop the last two fields of row 900
+    src.write_text("\n".join(lines) + "\n")
+    cols = ["lead_id", "spend", "source", "visits"]
+    fast = list(scoring.iter_chunks(src, cols, 300, ["lead_id", "source"], ["spend", "visits"]))
+    slow = pd.read_csv(src, usecols=cols, dtype={"lead_id": "str", "source": "str"})
+    assert all(len(c) <= 300 for c in fast)
+    got = pd.concat(fast, ignore_index=True)
+    assert got["lead_id"].tolist() == slow["lead_id"].tolist()
+    np.testing.assert_allclose(got["spend"].astype(float), slow["spend"].astype(float))
+
+
+@pytest.mark.parametrize("values", [
+    ["2024-04-03 19:50:02", None, " 2024-01-01 00:00:00 ", ""], ["2024-04-03", "", None],
+    ["2024-04-03T19:50:02", "2024-04-04T00:00:00"], ["2024-04-03T19:50:02", "2024-04-03 01:02:03"],
+    ["2024-02-30"], ["2024-4-3"], ["03/04/2024"], ["2024-04-03 19:50:02+02:00"], ["2024-04-03T19:50+01"],
+    ["2024-04-03 00:00:00", "2024-04-03"]])
+def test_date_coercion_matches_pandas(values):
+    """Plain ISO dates are parsed in arrow; the result (or the error) is pandas'."""
+    from expkit.schema import ColumnType
+
+    ct = ColumnType("created", "date", dtype="datetime64[ns]")
+    s = pd.Series(values, dtype="str", index=range(5, 5 + len(values)), name="created")
+    text = s.str.strip()
+    blank = s.isna() | text.eq("")
+    expected = pd.to_datetime(text.where(~blank), errors="coerce")
+    if (expected.isna() & ~blank).any():
+        with pytest.raises(SchemaError, match="'created' should hold a date"):
+            scoring._coerce(s, ct)
+    else:
+        pd.testing.assert_series_equal(scoring._coerce(s, ct), expected)
+
+
+def test_read_ahead_passes_errors_and_stops_early():
+    def chunks(fail_at):
+        for i in range(5):
+            if i == fail_at:
+                raise DataError("broken at chunk 2")
+            yield pd.DataFrame({"i": [i]})
+
+    with pytest.raises(DataError, match="chunk 2"):
+        [c["i"].iloc[0] for c in scoring._read_ahead(chunks(2))]
+    ahead = scoring._read_ahead(chunks(None))
+    assert next(ahead)["i"].iloc[0] == 0
+    ahead.close()  # the consumer stops: the reading thread ends
+    import threading
+
+    assert not [t for t in threading.enumerate() if t.name == "expkit-read"]
