@@ -76,7 +76,17 @@ class _ParsedColumn(ColumnVectorizer):
         return sp.hstack(blocks, format="csr")
 
 
-class EmailVectorizer(_ParsedColumn):
+class _DomainColumn(_ParsedColumn):
+    """A parsed column whose domain is pivoted: the parameters email and URL share."""
+
+    def __init__(self, top_k=20, min_support=10, null_indicator="auto", placeholders=PLACEHOLDERS):
+        self.top_k = top_k
+        self.min_support = min_support
+        self.null_indicator = null_indicator
+        self.placeholders = placeholders
+
+
+class EmailVectorizer(_DomainColumn):
     """Email addresses: pivot of the top ``top_k`` domains (+ OTHER), a
     free-mail flag, a valid-address flag and an empty-field indicator.
 
@@ -90,12 +100,6 @@ class EmailVectorizer(_ParsedColumn):
 
     FLAGS = ("free_mail", "valid")
 
-    def __init__(self, top_k=20, min_support=10, null_indicator="auto", placeholders=PLACEHOLDERS):
-        self.top_k = top_k
-        self.min_support = min_support
-        self.null_indicator = null_indicator
-        self.placeholders = placeholders
-
     def _parse(self, uniques):
         u = strings(uniques)
         valid = u.str.match(EMAIL)
@@ -105,18 +109,12 @@ class EmailVectorizer(_ParsedColumn):
         return domain.to_numpy(dtype=object), flags
 
 
-class UrlVectorizer(_ParsedColumn):
+class UrlVectorizer(_DomainColumn):
     """URLs: pivot of the top ``top_k`` host names (``www.`` removed, + OTHER),
     a valid flag and an empty-field indicator. Parameters as
     :class:`EmailVectorizer`."""
 
     FLAGS = ("valid",)
-
-    def __init__(self, top_k=20, min_support=10, null_indicator="auto", placeholders=PLACEHOLDERS):
-        self.top_k = top_k
-        self.min_support = min_support
-        self.null_indicator = null_indicator
-        self.placeholders = placeholders
 
     def _parse(self, uniques):
         u = strings(uniques)
