@@ -27,14 +27,16 @@ _runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), 
 @click.option("--keep", multiple=True, help="Input column to pass through (repeatable).")
 @click.option("--chunksize", type=click.IntRange(1), default=100_000, show_default=True,
               help="Rows scored at a time (bounds memory).")
+@click.option("--jobs", type=int, default=-1, show_default=True,
+              help="Worker processes scoring chunks in parallel (-1: one per CPU; 1: none).")
 @_runs_dir_option
-def score(input, output, app, tenant, run_id, reasons, keep, chunksize, runs_dir):
+def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, runs_dir):
     """Score INPUT (CSV/Parquet/JSON lines) with the production model of APP/TENANT."""
     from .scoring import score_file
 
     start = time.perf_counter()
     record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
-                        reasons=reasons, keep=keep, runs_dir=runs_dir)
+                        reasons=reasons, keep=keep, runs_dir=runs_dir, n_jobs=jobs)
     secs = time.perf_counter() - start
     click.echo(f"scored {record['rows']:,} rows with {app}/{tenant or '-'} model {record['version']} "
                f"in {secs:.1f}s ({record['rows'] / max(secs, 1e-9):,.0f} rows/s) -> {output} "

@@ -13,11 +13,16 @@ the registry and the output path as they were.
 """
 from __future__ import annotations
 
+import collections
+import gc
 import logging
+import multiprocessing
 import os
 import queue
+import signal
+import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -316,8 +321,8 @@ def _csv_sep(path: Path, columns: Sequence[str]) -> str:
 
 
 def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
-                string_columns: Sequence[str] = (), number_columns: Sequence[str] | None = None
-                ) -> Iterator[pd.DataFrame]:
+                string_columns: Sequence[str] = (), number_columns: Sequence[str] | None = None,
+                lazy: bool = False) -> Iterator[pd.DataFrame]:
     """Read ``columns`` of ``path`` in DataFrames of at most ``chunksize`` rows.
 
     ``string_columns`` are read as strings from text files (ids like ``007`` stay as they are).
@@ -327,22 +332,26 @@ def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
     would infer them per chunk (int64, else float64, else text for the caller to
     coerce or reject). Should pyarrow fail on the file (a malformed line, not UTF-8, ...),
     reading carries on with pandas from the same row, so results and errors are pandas'.
+    With ``lazy``, chunks read by pyarrow come as ``_ArrowChunk`` (``.to_pandas()`` gives
+    the DataFrame), cheap to hand to another process.
     """
     kind = _kind(path, "input")
     try:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
+            import pyarrow as pa
+
             for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize, columns=list(columns)):
-                yield batch.to_pandas()
+                yield _ArrowChunk(pa.Table.from_batches([batch]), ()) if lazy else batch.to_pandas()
         elif kind == "csv":
             sep = _csv_sep(path, input_columns(path))
             done = 0
             if number_columns is not None and set(columns) <= {*string_columns, *number_columns}:
                 try:
                     for chunk in _arrow_csv_chunks(path, sep, columns, chunksize, number_columns):
-                        yield chunk
                         done += len(chunk)
+                        yield chunk if lazy else chunk.to_pandas()
                     return
                 except _ArrowReadFailed as exc:
                     log.debug("pyarrow cannot read %s after %d rows (%s); reading it with pandas",
@@ -446,11 +455,25 @@ def _arrow_csv_chunks(path: Path, sep: str, columns: Sequence[str], chunksize: i
                 while rows >= chunksize:
                     table = pa.concat_tables(pending)
                     pending, rows = [table.slice(chunksize)], rows - chunksize
-                    yield _arrow_to_pandas(table.slice(0, chunksize), numbers)
+                    yield _ArrowChunk(table.slice(0, chunksize), numbers)
             if rows:
-                yield _arrow_to_pandas(pa.concat_tables(pending), numbers)
+                yield _ArrowChunk(pa.concat_tables(pending), numbers)
     except (pa.ArrowException, OSError) as exc:
         raise _ArrowReadFailed(str(exc)) from exc
+
+
+class _ArrowChunk:
+    """Rows read by pyarrow as text, turned into pandas only where they are scored: a table
+    is passed to a worker process as a near-copy of its buffers, a DataFrame of text is not."""
+
+    def __init__(self, table, numbers: Sequence[str]):
+        self.table, self.numbers = table.combine_chunks(), numbers
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def to_pandas(self) -> pd.DataFrame:
+        return _arrow_to_pandas(self.table, self.numbers)
 
 
 def _arrow_to_pandas(table, numbers: Sequence[str]) -> pd.DataFrame:
@@ -487,11 +510,13 @@ class _Writer:
         self.path, self.kind, self._pq, self._schema = path, kind, None, None
         self.dictionary = dictionary
 
-    def write(self, df: pd.DataFrame) -> None:
+    def write(self, df) -> None:
+        """Append a DataFrame or an arrow table."""
         import pyarrow as pa
 
+        table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
         if self._pq is None:
-            schema = pa.Table.from_pandas(df.head(0), preserve_index=False).schema
+            schema = table.schema
             # a column that is empty in the first chunk would be typed null: use string
             self._schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
                                       for f in schema]).remove_metadata()
@@ -503,7 +528,7 @@ class _Writer:
                 import pyarrow.parquet as pq
 
                 self._pq = pq.ParquetWriter(self.path, self._schema, use_dictionary=self.dictionary)
-        self._pq.write_table(pa.Table.from_pandas(df, schema=self._schema, preserve_index=False))
+        self._pq.write_table(table.cast(self._schema) if table.schema != self._schema else table)
 
     def close(self) -> None:
         if self._pq is not None:
@@ -512,13 +537,103 @@ class _Writer:
             open(self.path, "w").close()
 
 
+# -- scoring chunks, in this process or in worker processes ------------------------
+def _process(scorer: Scorer, chunk, row_offset: int) -> tuple:
+    """Everything a chunk needs from the model: (output, ids with scores, bucket counts, field summary)."""
+    if not isinstance(chunk, pd.DataFrame):
+        chunk = chunk.to_pandas()
+    prepared = scorer.prepare(chunk)
+    out, scores, ids = scorer.score(prepared, row_offset=row_offset)
+    counts = drift.score_buckets(scores, normalize=False) if scorer.task == "binary" else None
+    return out, pd.DataFrame({"id": ids, "score": scores}), counts, drift.summarize(prepared, scorer.reference)
+
+
+_worker_scorer: Scorer | None = None
+
+
+def _init_worker(scorer: Scorer) -> None:
+    """Worker set-up: the scorer is inherited through fork (never pickled); Ctrl-C is left to
+    the parent, which stops the pool; a worker whose parent dies is terminated (Linux)."""
+    global _worker_scorer
+    _worker_scorer = scorer
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _process_in_worker(chunk, row_offset: int) -> tuple:
+    """:func:`_process` with the tables as arrow (they travel back to the parent several times faster)."""
+    import pyarrow as pa
+
+    out, ids, counts, summary = _process(_worker_scorer, chunk, row_offset)
+    return (pa.Table.from_pandas(out, preserve_index=False), pa.Table.from_pandas(ids, preserve_index=False),
+            counts, summary)
+
+
+def _ready() -> None:
+    """A no-op task: waiting for it proves the workers are up."""
+
+
+def n_workers(n_jobs: int | None) -> int:
+    """Worker processes for ``n_jobs`` (``-1``: one per CPU); 1 where fork is unavailable."""
+    if n_jobs is None or n_jobs == 1:
+        return 1
+    if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
+        return 1  # spawned workers would have to re-import and reload the model
+    cpus = len(os.sched_getaffinity(0))
+    if n_jobs < 0:
+        return max(1, cpus + 1 + n_jobs)
+    return int(n_jobs)
+
+
+class _Workers:
+    """Score chunks in ``n`` forked worker processes, results in input order.
+
+    At most ``n`` chunks are in the workers' hands at once, so memory stays
+    bounded whatever the input size. The workers are forked (and waited for) when
+    the pool is created: create it before starting threads.
+    """
+
+    def __init__(self, scorer: Scorer, n: int):
+        self.n = n
+        self.pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"),
+                                        initializer=_init_worker, initargs=(scorer,))
+        self.pool.submit(_ready).result()
+
+    def map(self, chunks: Iterator[pd.DataFrame]) -> Iterator[tuple]:
+        pending: collections.deque = collections.deque()
+        offset = 0
+        for chunk in chunks:
+            pending.append(self.pool.submit(_process_in_worker, chunk, offset))
+            offset += len(chunk)
+            del chunk
+            if len(pending) >= self.n:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _in_process(scorer: Scorer, chunks: Iterator[pd.DataFrame]) -> Iterator[tuple]:
+    offset = 0
+    for chunk in chunks:
+        yield _process(scorer, chunk, offset)
+        offset += len(chunk)
+
+
 # -- batches ------------------------------------------------------------------------
 class _Batch:
     """Accumulates one batch: output, ids file, score counts and field summaries.
 
-    The bookkeeping of a chunk (score counts, field summaries, writing the ids and
-    the output) runs in a background thread while the next chunk is read and scored;
-    at most one chunk is in flight, so memory stays bounded.
+    Writing a chunk's ids and output runs in a background thread while the next
+    chunk is read and scored; at most one chunk waits to be written, so memory
+    stays bounded.
     """
 
     def __init__(self, scorer: Scorer, app: str, tenant, runs_dir, output: Path | None, out_kind: str):
@@ -535,22 +650,20 @@ class _Batch:
         self.rows = 0
         self.counts = np.zeros(10, dtype=np.int64)
         self.summaries = []
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expkit-score")
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expkit-write")
         self._pending = None
 
-    def add(self, chunk: pd.DataFrame) -> pd.DataFrame:
-        prepared = self.scorer.prepare(chunk)
-        out, scores, ids = self.scorer.score(prepared, row_offset=self.rows)
+    def add(self, out, ids, counts, summary: dict) -> None:
+        """Account for one scored chunk (the results of :func:`_process`, DataFrames or arrow tables)."""
         self.rows += len(out)
+        if counts is not None:
+            self.counts += counts
+        self.summaries.append(summary)
         self._wait()
-        self._pending = self._worker.submit(self._record, prepared, out, scores, ids)
-        return out
+        self._pending = self._worker.submit(self._write, out, ids)
 
-    def _record(self, prepared: pd.DataFrame, out: pd.DataFrame, scores: np.ndarray, ids: pd.Series) -> None:
-        if self.scorer.task == "binary":
-            self.counts += drift.score_buckets(scores, normalize=False)
-        self.summaries.append(drift.summarize(prepared, self.scorer.reference))
-        self.ids.write(pd.DataFrame({"id": ids, "score": scores}))
+    def _write(self, out, ids) -> None:
+        self.ids.write(ids)
         if self.out is not None:
             self.out.write(out)
 
@@ -660,21 +773,30 @@ def score(df: pd.DataFrame, app: str, tenant=None, run=None, reasons: int = 0, k
         return scorer.score(scorer.prepare(df))[0]
     batch = _Batch(scorer, app, tenant, runs_dir, None, "csv")
     try:
-        out = batch.add(df)
+        result = _process(scorer, df, 0)
+        batch.add(*result)
         batch.commit()
     except BaseException:
         batch.abort()
         raise
-    return out
+    return result[0]
 
 
 def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 100_000,
-               reasons: int = 0, keep: Sequence[str] = (), runs_dir=None) -> dict:
+               reasons: int = 0, keep: Sequence[str] = (), runs_dir=None, n_jobs: int = 1) -> dict:
     """Score a CSV/Parquet/JSON-lines file in chunks into a CSV or Parquet file.
 
     The output is written to a temporary file and moved into place when complete;
     only then is the batch appended to the score log. Memory is bounded by
-    ``chunksize`` whatever the file size. Parameters and errors as :func:`score`.
+    ``chunksize`` (times the number of workers) whatever the file size. Other
+    parameters and errors as :func:`score`.
+
+    Parameters
+    ----------
+    n_jobs : int
+        Worker processes that score chunks while this process reads and writes
+        (``-1``: one per CPU; the CLI's default). Workers are forked, so the model
+        is loaded once; on platforms without fork chunks are scored in this process.
 
     Returns
     -------
@@ -691,19 +813,32 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
     numbers = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "number"]
     dates = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "datetime"]
     dst.parent.mkdir(parents=True, exist_ok=True)
-    batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)
-    chunks = _read_ahead(iter_chunks(src, scorer.needed, chunksize, strings + dates, numbers))
+    # The model and every module loaded so far outlive the batch: keep the cyclic garbage
+    # collector from walking them again and again while chunks are scored (and from touching,
+    # hence copying, the pages forked workers share with this process). Undone at the end.
+    gc.freeze()
+    workers = chunks = None
     try:
-        for chunk in chunks:
-            batch.add(chunk)
-        if batch.rows == 0:
-            raise ScoringError(f"input file {str(src)!r} has no rows to score")
-        return batch.commit()
-    except BaseException:
-        batch.abort()
-        raise
+        jobs = n_workers(n_jobs)
+        workers = _Workers(scorer, jobs) if jobs > 1 else None  # forked before any thread starts
+        batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)
+        chunks = _read_ahead(iter_chunks(src, scorer.needed, chunksize, strings + dates, numbers,
+                                         lazy=workers is not None))
+        try:
+            for result in (workers.map(chunks) if workers else _in_process(scorer, chunks)):
+                batch.add(*result)
+            if batch.rows == 0:
+                raise ScoringError(f"input file {str(src)!r} has no rows to score")
+            return batch.commit()
+        except BaseException:
+            batch.abort()
+            raise
     finally:
-        chunks.close()  # stops the reading thread if scoring failed
+        if chunks is not None:
+            chunks.close()  # stops the reading thread if scoring failed
+        if workers is not None:
+            workers.close()
+        gc.unfreeze()
 
 
 # -- feedback ---------------------------------------------------------------------
