@@ -127,6 +127,33 @@ def test_budget_is_honoured():
     assert len(r.trials) >= 3
 
 
+def test_untried_heavy_family_does_not_start_just_before_the_deadline():
+    """A family not timed yet is expected to be as slow as the slowest fold so far: after a slow
+    family, a second one is not started when one such fold would cross the deadline."""
+    import time
+
+    from sklearn.linear_model import LogisticRegression
+
+    class Slow(LogisticRegression):
+        def fit(self, X, y, **kw):
+            time.sleep(1.5)
+            return super().fit(X, y, **kw)
+
+    for name in ("slow_a", "slow_b"):
+        families.register_family(name, lambda p, task, seed: Slow(), lambda t: {},
+                                 applies=lambda task, n, p, s: task != "regression")
+    try:
+        budget = 3.5  # logistic ~0 s, then slow_a's two folds end at ~3 s; slow_b would end at ~4.5 s
+        r = tournament(make("binary", n=200), "y", budget=budget, families=["logistic", "slow_a", "slow_b"],
+                       **{**FAST, "cv": 2})
+    finally:
+        for name in ("slow_a", "slow_b"):
+            families.unregister_family(name)
+    assert r.timings["search"] <= budget * 1.1
+    b = r.trials[r.trials["family"] == "slow_b"]
+    assert (b["state"] != "COMPLETE").all() and (b["fit_time"].fillna(0) == 0).all()
+
+
 def test_resume_from_storage(tmp_path):
     df = make("binary")
     store = tmp_path / "study.log"

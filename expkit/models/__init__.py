@@ -3,6 +3,7 @@
 - :mod:`expkit.models.families`: the registry of model families (``register_family``).
 - :mod:`expkit.models.tournament`: ``tournament(...)`` and ``Tournament``.
 - :mod:`expkit.models.evaluate`: metrics, above-chance test, score buckets, calibration choice.
+- :mod:`expkit.models.calibration`: `scores_of` and the calibrated winner (`CalibratedModel`).
 - :mod:`expkit.models.insights`: field importance and per-record reasons.
 - :mod:`expkit.models.bundle`: ``save_model`` / ``load_model`` (skops + model card).
 

@@ -44,7 +44,7 @@ TRUSTED_TYPES = frozenset({
 #: Besides :data:`TRUSTED_TYPES`, a model may hold expkit's own transformers:
 #: sklearn estimator classes defined in these modules (the Featurizer and its
 #: vectorizers, the families' helpers). Nothing else from expkit is accepted.
-TRUSTED_MODULES = ("expkit.features", "expkit.models.families")
+TRUSTED_MODULES = ("expkit.features", "expkit.models.families", "expkit.models.calibration")
 
 
 def sha256_file(path) -> str:
@@ -211,14 +211,14 @@ class ModelBundle:
     def score(self, df: pd.DataFrame) -> np.ndarray:
         """One number per row: binary positive-class probability, multiclass
         top-class probability, regression prediction."""
-        from .tournament import scores_of
+        from .calibration import scores_of
         s = scores_of(self.pipeline, self._inputs(df), self.task)
         return s.max(axis=1) if s.ndim == 2 else s
 
     def reasons(self, df: pd.DataFrame, k: int = 3) -> pd.DataFrame:
         """Top ``k`` fields behind each row's score (leave-one-field-out)."""
         from .insights import Explainer
-        from .tournament import scores_of
+        from .calibration import scores_of
         baseline = self.card.get("baseline")
         if baseline is None:
             raise ModelError("this model's card has no baseline values for reasons",

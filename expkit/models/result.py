@@ -112,7 +112,7 @@ class TournamentResult:
     def predict_scores(self, df: pd.DataFrame) -> np.ndarray:
         """Scores of raw rows (binary: positive-class probability; multiclass:
         class probabilities; regression: predictions)."""
-        from .tournament import scores_of
+        from .calibration import scores_of
         return scores_of(self.best_pipeline, df, self.task)
 
     def reasons(self, df: pd.DataFrame, k: int = 3) -> pd.DataFrame:

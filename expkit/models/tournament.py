@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
@@ -42,6 +41,7 @@ from sklearn.pipeline import Pipeline
 from ..errors import ConfigError, ExpkitError, TargetError, TournamentError
 from . import evaluate
 from . import families as registry
+from .calibration import CalibratedModel, scores_of
 from .insights import Explainer, field_importance
 from .result import TenantTournamentResult, TournamentResult
 
@@ -324,20 +324,6 @@ def _cores(n_jobs) -> int:
     return max(int(effective_n_jobs(n_jobs)), 1)
 
 
-def scores_of(estimator, X, task: str) -> np.ndarray:
-    """Scores in the package's conventions (see :mod:`expkit.models.evaluate`)."""
-    if task == "regression":
-        return np.asarray(estimator.predict(X), dtype=float)
-    if hasattr(estimator, "predict_proba"):
-        p = np.asarray(estimator.predict_proba(X), dtype=float)
-        return p[:, 1] if task == "binary" else p
-    d = np.asarray(estimator.decision_function(X), dtype=float)
-    if task == "binary":
-        return d
-    e = np.exp(d - d.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 class _Prefixed:
     """A trial whose ``suggest_*`` names get ``<family>.`` in front (conditional space)."""
 
@@ -439,7 +425,8 @@ class _Run:
         self.seed = cfg.seed
         self.timings: dict[str, float] = {}
         self._oof: dict[int, np.ndarray] = {}
-        self._fold_seconds: dict[str, float] = {}  # last fold's fit+predict time per family
+        self._fold_seconds: dict[str, float] = {}  # slowest fold (fit+predict) per family
+        self._out_of_time = False  # set when no family's fold fits in the time left
 
     # ------------------------------------------------------------------------------
     def execute(self) -> TournamentResult:
@@ -584,18 +571,24 @@ class _Run:
     def _fit_score(self, family, params, folds, trial=None):
         """Cross-validated score of one configuration; reports per fold to ``trial``.
 
-        With a ``trial``, a fold is not started when its expected duration (the
-        previous fold, or this family's average fold) would cross the deadline,
-        once some trial has finished: a long trial is stopped between folds.
+        With a ``trial``, a fold is not started when its expected duration would
+        cross the deadline, once some trial has finished: a long trial is stopped
+        between folds. The expected duration is the previous fold of this trial, else
+        this family's slowest fold so far, else (a family not timed yet) the slowest
+        fold of any family: a conservative guess, so an untried heavy family does
+        not start a long first fold just before the deadline.
         """
         scores, fit_time = [], 0.0
         oof = np.zeros((sum(len(f.valid) for f in folds),) + ((len(self.classes),)
                                                                 if self.task == "multiclass" else ()))
-        expected = self._fold_seconds.get(family.name, 0.0)
+        expected = self._fold_seconds.get(family.name, max(self._fold_seconds.values(), default=0.0))
         for i, fold in enumerate(folds):
-            if trial is not None and self._have_winner and time.monotonic() + expected >= self.deadline:
+            now = time.monotonic()
+            if trial is not None and self._have_winner and now + expected >= self.deadline:
                 trial.set_user_attr("stopped", "deadline")
                 trial.set_user_attr("fit_time", fit_time)
+                if now + min(self._fold_seconds.values(), default=0.0) >= self.deadline:
+                    self._out_of_time = True  # not even the quickest family's fold fits: stop
                 raise optuna.TrialPruned()
             est = family.build(params, self.task, self.seed, self.n_jobs)
             t = time.perf_counter()
@@ -606,7 +599,9 @@ class _Run:
             s = scores_of(est, fold.X_valid, self.task)
             expected = time.perf_counter() - t
             fit_time += expected
-            self._fold_seconds[family.name] = expected
+            # a family's slowest fold so far: its configurations differ a lot in cost
+            # (e.g. saga vs lbfgs logistic), so its next first fold is expected to be as slow
+            self._fold_seconds[family.name] = max(expected, self._fold_seconds.get(family.name, 0.0))
             oof[fold.valid] = s
             scores.append(float(self.metric.fn(fold.y_valid, s)))
             if not np.isfinite(scores[-1]):
@@ -688,7 +683,7 @@ class _Run:
         bar = _progress_bar(self.progress, remaining, self.label)
 
         def tick(study, trial):
-            if time.monotonic() >= self.deadline:
+            if time.monotonic() >= self.deadline or self._out_of_time:
                 study.stop()
             if bar is not None:
                 bar.update(1)
@@ -731,15 +726,16 @@ class _Run:
         methods = ("sigmoid", "isotonic") if method == "auto" else (method,)
         chosen, calibrated_oof, table = evaluate.choose_calibration(
             oof, ys, len(self.classes), methods=methods, is_proba=has_proba, seed=self.seed)
-        k = max(2, min(3, int(np.bincount(ytr_codes).min())))
-        model = CalibratedClassifierCV(est, method=chosen, ensemble=False,
-                                       cv=StratifiedKFold(k, shuffle=True, random_state=self.seed))
+        # the winner is fitted once on all training rows; its calibrators are fitted on the
+        # out-of-fold scores of the search, the same ones the method was chosen on
+        model = CalibratedModel(est, method=chosen, random_state=self.seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(X_all, ytr)
+            model.fit(X_all, ytr, oof_scores=oof, oof_y=ys)
         threshold = evaluate.f1_threshold(ys, calibrated_oof) if self.task == "binary" else 0.5
-        calib = {"method": chosen, "validation": table, "chosen_on": "out-of-fold search scores"}
-        base = model.calibrated_classifiers_[0].estimator
+        calib = {"method": chosen, "validation": table, "chosen_on": "out-of-fold search scores",
+                 "fitted_on": "out-of-fold search scores"}
+        base = model.estimator_
         pipeline = Pipeline([("features", feat), ("model", model)])
         if has_proba:
             calib["_raw_holdout"] = _RawScores(feat, base, self.task)
