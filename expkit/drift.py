@@ -316,7 +316,7 @@ def _email_keys(arr):
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from .features.contact import FREE_MAIL
+    from .domains import FREE_MAIL
 
     keys = pc.utf8_trim_whitespace(arr)
     valid = pc.filter(keys, pc.match_substring(keys, "@"))
@@ -340,7 +340,7 @@ def _category_keys(non_null: pd.Series, kind: str) -> pd.Series:
         return non_null.astype(str)
     keys = non_null.astype(str).str.strip()
     if kind == "email":  # company domains churn with every batch; their share does not
-        from .features.contact import FREE_MAIL
+        from .domains import FREE_MAIL
 
         domain = keys.str.replace(r"^.*@", "", regex=True).str.lower()  # vectorized (arrow)
         keys = domain.where(domain.isin(FREE_MAIL), "(company)").where(

@@ -13,7 +13,6 @@ the registry and the output path as they were.
 """
 from __future__ import annotations
 
-import collections
 import gc
 import logging
 import multiprocessing
@@ -22,7 +21,7 @@ import queue
 import signal
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -43,10 +42,12 @@ _JSONL = (".jsonl", ".ndjson", ".json")
 
 # -- the model ------------------------------------------------------------------
 def load_scorer(app: str, tenant=None, run=None, runs_dir=None, reasons: int = 0,
-                keep: Sequence[str] = ()) -> "Scorer":
+                keep: Sequence[str] = (), lazy: bool = False) -> "Scorer":
     """The :class:`Scorer` of the production model of ``(app, tenant)``, or of ``run``'s model.
 
-    The model file's sha256 must match the registry's record (else ModelError).
+    The model file's sha256 must match the registry's record (else ModelError). With
+    ``lazy`` the pipeline is built only by ``scorer.bundle.load()`` (the card, schema
+    and checks are there at once).
     """
     from .models.bundle import load_model
 
@@ -56,7 +57,7 @@ def load_scorer(app: str, tenant=None, run=None, runs_dir=None, reasons: int = 0
         if not model_dir.is_dir():
             raise ModelError(f"run {run!r} has no model folder ({model_dir})",
                              hint="check the run id with `expkit runs list`")
-        bundle = load_model(model_dir)
+        bundle = load_model(model_dir, lazy=lazy)
         return Scorer(bundle, version=f"run:{run}", run_id=str(run), reasons=reasons, keep=keep,
                       model_tenant=tenant)
     from .registry import Registry
@@ -65,7 +66,7 @@ def load_scorer(app: str, tenant=None, run=None, runs_dir=None, reasons: int = 0
     model_dir = Path(prod["model_dir"])
     if not model_dir.is_absolute():
         model_dir = root / model_dir
-    bundle = load_model(model_dir, expected_sha256=prod["sha256"])
+    bundle = load_model(model_dir, expected_sha256=prod["sha256"], lazy=lazy)
     return Scorer(bundle, version=str(prod["version"]), run_id=prod["run_id"],
                   reasons=reasons, keep=keep, model_tenant=prod.get("tenant"))
 
@@ -321,8 +322,8 @@ def _csv_sep(path: Path, columns: Sequence[str]) -> str:
 
 
 def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
-                string_columns: Sequence[str] = (), number_columns: Sequence[str] | None = None,
-                lazy: bool = False) -> Iterator[pd.DataFrame]:
+                string_columns: Sequence[str] = (), number_columns: Sequence[str] | None = None
+                ) -> Iterator[pd.DataFrame]:
     """Read ``columns`` of ``path`` in DataFrames of at most ``chunksize`` rows.
 
     ``string_columns`` are read as strings from text files (ids like ``007`` stay as they are).
@@ -332,18 +333,14 @@ def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
     would infer them per chunk (int64, else float64, else text for the caller to
     coerce or reject). Should pyarrow fail on the file (a malformed line, not UTF-8, ...),
     reading carries on with pandas from the same row, so results and errors are pandas'.
-    With ``lazy``, chunks read by pyarrow come as ``_ArrowChunk`` (``.to_pandas()`` gives
-    the DataFrame), cheap to hand to another process.
     """
     kind = _kind(path, "input")
     try:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            import pyarrow as pa
-
             for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize, columns=list(columns)):
-                yield _ArrowChunk(pa.Table.from_batches([batch]), ()) if lazy else batch.to_pandas()
+                yield batch.to_pandas()
         elif kind == "csv":
             sep = _csv_sep(path, input_columns(path))
             done = 0
@@ -351,7 +348,7 @@ def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
                 try:
                     for chunk in _arrow_csv_chunks(path, sep, columns, chunksize, number_columns):
                         done += len(chunk)
-                        yield chunk if lazy else chunk.to_pandas()
+                        yield chunk
                     return
                 except _ArrowReadFailed as exc:
                     log.debug("pyarrow cannot read %s after %d rows (%s); reading it with pandas",
@@ -455,25 +452,11 @@ def _arrow_csv_chunks(path: Path, sep: str, columns: Sequence[str], chunksize: i
                 while rows >= chunksize:
                     table = pa.concat_tables(pending)
                     pending, rows = [table.slice(chunksize)], rows - chunksize
-                    yield _ArrowChunk(table.slice(0, chunksize), numbers)
+                    yield _arrow_to_pandas(table.slice(0, chunksize), numbers)
             if rows:
-                yield _ArrowChunk(pa.concat_tables(pending), numbers)
+                yield _arrow_to_pandas(pa.concat_tables(pending), numbers)
     except (pa.ArrowException, OSError) as exc:
         raise _ArrowReadFailed(str(exc)) from exc
-
-
-class _ArrowChunk:
-    """Rows read by pyarrow as text, turned into pandas only where they are scored: a table
-    is passed to a worker process as a near-copy of its buffers, a DataFrame of text is not."""
-
-    def __init__(self, table, numbers: Sequence[str]):
-        self.table, self.numbers = table.combine_chunks(), numbers
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def to_pandas(self) -> pd.DataFrame:
-        return _arrow_to_pandas(self.table, self.numbers)
 
 
 def _arrow_to_pandas(table, numbers: Sequence[str]) -> pd.DataFrame:
@@ -538,48 +521,31 @@ class _Writer:
 
 
 # -- scoring chunks, in this process or in worker processes ------------------------
-def _process(scorer: Scorer, chunk, row_offset: int) -> tuple:
-    """Everything a chunk needs from the model: (output, ids with scores, bucket counts, field summary)."""
-    if not isinstance(chunk, pd.DataFrame):
-        chunk = chunk.to_pandas()
+def _summarized(scorer: Scorer, chunk: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """A chunk coerced to the model's types, and its drift summary (no model needed)."""
     prepared = scorer.prepare(chunk)
+    return prepared, drift.summarize(prepared, scorer.reference)
+
+
+def _scored(scorer: Scorer, prepared: pd.DataFrame, row_offset: int) -> tuple:
+    """(output, ids with scores, bucket counts) of a prepared chunk."""
     out, scores, ids = scorer.score(prepared, row_offset=row_offset)
     counts = drift.score_buckets(scores, normalize=False) if scorer.task == "binary" else None
-    return out, pd.DataFrame({"id": ids, "score": scores}), counts, drift.summarize(prepared, scorer.reference)
+    return out, pd.DataFrame({"id": ids, "score": scores}), counts
 
 
-_worker_scorer: Scorer | None = None
-
-
-def _init_worker(scorer: Scorer) -> None:
-    """Worker set-up: the scorer is inherited through fork (never pickled); Ctrl-C is left to
-    the parent, which stops the pool; a worker whose parent dies is terminated (Linux)."""
-    global _worker_scorer
-    _worker_scorer = scorer
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _process_in_worker(chunk, row_offset: int) -> tuple:
-    """:func:`_process` with the tables as arrow (they travel back to the parent several times faster)."""
-    import pyarrow as pa
-
-    out, ids, counts, summary = _process(_worker_scorer, chunk, row_offset)
-    return (pa.Table.from_pandas(out, preserve_index=False), pa.Table.from_pandas(ids, preserve_index=False),
-            counts, summary)
-
-
-def _ready() -> None:
-    """A no-op task: waiting for it proves the workers are up."""
+def _in_process(scorer: Scorer, chunks: Iterator[pd.DataFrame]) -> Iterator[tuple]:
+    """(output, ids, counts, summary) per chunk, scored in this process."""
+    offset = 0
+    for chunk in chunks:
+        prepared, summary = _summarized(scorer, chunk)
+        yield (*_scored(scorer, prepared, offset), summary)
+        offset += len(prepared)
 
 
 def n_workers(n_jobs: int | None) -> int:
-    """Worker processes for ``n_jobs`` (``-1``: one per CPU); 1 where fork is unavailable."""
+    """Scoring worker processes for ``n_jobs`` (``-1``: one per CPU); 1 (score in this
+    process) where fork is unavailable."""
     if n_jobs is None or n_jobs == 1:
         return 1
     if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
@@ -590,41 +556,123 @@ def n_workers(n_jobs: int | None) -> int:
     return int(n_jobs)
 
 
-class _Workers:
-    """Score chunks in ``n`` forked worker processes, results in input order.
+#: Prepared chunks the reading process may hold ready for the workers.
+AHEAD = 10
 
-    At most ``n`` chunks are in the workers' hands at once, so memory stays
-    bounded whatever the input size. The workers are forked (and waited for) when
-    the pool is created: create it before starting threads.
+
+def _child() -> None:
+    """Set-up of a forked reader or worker: Ctrl-C is the parent's to handle (it stops the
+    children), and a child whose parent dies is terminated (Linux)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _read_and_prepare(scorer: Scorer, read, tasks, results, n_workers: int) -> None:
+    """The reading process: chunks coerced and summarized, queued for the workers."""
+    _child()
+    seq = offset = 0
+    try:
+        for chunk in read():
+            prepared, summary = _summarized(scorer, chunk)
+            tasks.put((seq, offset, prepared, summary))
+            seq, offset = seq + 1, offset + len(prepared)
+        for _ in range(n_workers):
+            tasks.put(None)
+        results.put(("end", seq, None))
+    except BaseException as exc:  # noqa: BLE001 - handed to the parent
+        results.put(("error", seq, exc))
+    tasks.close()
+    results.close()
+    tasks.join_thread()
+    results.join_thread()
+
+
+def _score_tasks(scorer: Scorer, tasks, results) -> None:
+    """A scoring worker: prepared chunks in, arrow tables out (several times cheaper to pass)."""
+    import pyarrow as pa
+
+    _child()
+    while (task := tasks.get()) is not None:
+        seq, offset, prepared, summary = task
+        try:
+            out, ids, counts = _scored(scorer, prepared, offset)
+            results.put(("chunk", seq, (pa.Table.from_pandas(out, preserve_index=False),
+                                        pa.Table.from_pandas(ids, preserve_index=False), counts, summary)))
+        except BaseException as exc:  # noqa: BLE001 - handed to the parent
+            results.put(("error", seq, exc))
+            break
+    results.close()
+    results.join_thread()
+
+
+class _Pipeline:
+    """Read and prepare chunks in one forked process, score them in ``n`` others.
+
+    The reader is forked before the model is loaded, so reading, type coercion and
+    the drift summaries of the first chunks overlap the model load (importing
+    scikit-learn and skops takes seconds); :meth:`start_workers` forks the scoring
+    workers once the model is loaded, so they share it. Results come back in input
+    order. The reader holds at most ``AHEAD`` prepared chunks and each worker one, so
+    memory stays bounded whatever the file size. Both forks happen before this process
+    starts any thread.
     """
 
-    def __init__(self, scorer: Scorer, n: int):
+    def __init__(self, scorer: Scorer, n: int, read):
+        self.ctx = multiprocessing.get_context("fork")
         self.n = n
-        self.pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"),
-                                        initializer=_init_worker, initargs=(scorer,))
-        self.pool.submit(_ready).result()
+        self.tasks = self.ctx.Queue(maxsize=AHEAD)
+        self.results = self.ctx.Queue()
+        self.workers: list = []
+        self.reader = self.ctx.Process(target=_read_and_prepare, name="expkit-read", daemon=True,
+                                       args=(scorer, read, self.tasks, self.results, n))
+        self.reader.start()
 
-    def map(self, chunks: Iterator[pd.DataFrame]) -> Iterator[tuple]:
-        pending: collections.deque = collections.deque()
-        offset = 0
-        for chunk in chunks:
-            pending.append(self.pool.submit(_process_in_worker, chunk, offset))
-            offset += len(chunk)
-            del chunk
-            if len(pending) >= self.n:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+    def start_workers(self, scorer: Scorer) -> None:
+        for i in range(self.n):
+            worker = self.ctx.Process(target=_score_tasks, name=f"expkit-score-{i}", daemon=True,
+                                      args=(scorer, self.tasks, self.results))
+            worker.start()
+            self.workers.append(worker)
+
+    def __iter__(self) -> Iterator[tuple]:
+        """(output, ids, counts, summary) per chunk, in input order."""
+        done, total, waiting = 0, None, {}
+        while total is None or done < total:
+            try:
+                kind, seq, payload = self.results.get(timeout=1.0)
+            except queue.Empty:
+                self._check_alive()
+                continue
+            if kind == "error":
+                raise payload
+            if kind == "end":
+                total = seq
+                continue
+            waiting[seq] = payload
+            while done in waiting:
+                yield waiting.pop(done)
+                done += 1
+
+    def _check_alive(self) -> None:
+        for proc in (self.reader, *self.workers):
+            if proc.exitcode not in (None, 0):
+                raise ScoringError(f"scoring process {proc.name} died (exit code {proc.exitcode})",
+                                   hint="out of memory? lower --chunksize or --jobs; nothing was written")
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _in_process(scorer: Scorer, chunks: Iterator[pd.DataFrame]) -> Iterator[tuple]:
-    offset = 0
-    for chunk in chunks:
-        yield _process(scorer, chunk, offset)
-        offset += len(chunk)
+        for proc in (self.reader, *self.workers):
+            if proc.is_alive():
+                proc.terminate()
+        for proc in (self.reader, *self.workers):
+            proc.join()
+        for q in (self.tasks, self.results):
+            q.cancel_join_thread()
+            q.close()
 
 
 # -- batches ------------------------------------------------------------------------
@@ -654,7 +702,7 @@ class _Batch:
         self._pending = None
 
     def add(self, out, ids, counts, summary: dict) -> None:
-        """Account for one scored chunk (the results of :func:`_process`, DataFrames or arrow tables)."""
+        """Account for one scored chunk: (output, ids, counts, summary), DataFrames or arrow tables."""
         self.rows += len(out)
         if counts is not None:
             self.counts += counts
@@ -773,7 +821,7 @@ def score(df: pd.DataFrame, app: str, tenant=None, run=None, reasons: int = 0, k
         return scorer.score(scorer.prepare(df))[0]
     batch = _Batch(scorer, app, tenant, runs_dir, None, "csv")
     try:
-        result = _process(scorer, df, 0)
+        result = next(_in_process(scorer, iter([df])))
         batch.add(*result)
         batch.commit()
     except BaseException:
@@ -788,15 +836,16 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
 
     The output is written to a temporary file and moved into place when complete;
     only then is the batch appended to the score log. Memory is bounded by
-    ``chunksize`` (times the number of workers) whatever the file size. Other
-    parameters and errors as :func:`score`.
+    ``chunksize`` whatever the file size. Other parameters and errors as :func:`score`.
 
     Parameters
     ----------
     n_jobs : int
-        Worker processes that score chunks while this process reads and writes
-        (``-1``: one per CPU; the CLI's default). Workers are forked, so the model
-        is loaded once; on platforms without fork chunks are scored in this process.
+        Worker processes scoring chunks (``-1``: one per CPU; the CLI's default).
+        Above 1, a forked process reads and prepares chunks while the model loads
+        and the workers, forked once it is loaded, share it. 1 (the default here,
+        safe in a notebook kernel) scores in this process, reading in a thread. Where
+        fork is unavailable chunks are always scored in this process.
 
     Returns
     -------
@@ -806,26 +855,36 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
     src, dst = Path(input), Path(output)
     out_kind = _kind(dst, "output")
     columns = input_columns(src)
-    scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep)
+    jobs = n_workers(n_jobs)
+    scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep, lazy=jobs > 1)
     scorer.check_columns(columns, f"input file {str(src)!r}")
     strings = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "string"]
     strings += [c for c in scorer.keep if c not in scorer.schema]
     numbers = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "number"]
     dates = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "datetime"]
     dst.parent.mkdir(parents=True, exist_ok=True)
+
+    def read() -> Iterator[pd.DataFrame]:
+        return iter_chunks(src, scorer.needed, chunksize, strings + dates, numbers)
+
     # The model and every module loaded so far outlive the batch: keep the cyclic garbage
     # collector from walking them again and again while chunks are scored (and from touching,
-    # hence copying, the pages forked workers share with this process). Undone at the end.
+    # hence copying, the pages forked processes share with this one). Undone at the end.
     gc.freeze()
-    workers = chunks = None
+    pipeline = chunks = None
     try:
-        jobs = n_workers(n_jobs)
-        workers = _Workers(scorer, jobs) if jobs > 1 else None  # forked before any thread starts
-        batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)
-        chunks = _read_ahead(iter_chunks(src, scorer.needed, chunksize, strings + dates, numbers,
-                                         lazy=workers is not None))
+        if jobs > 1:
+            pipeline = _Pipeline(scorer, jobs, read)  # forks the reader before the model loads
+            scorer.bundle.load()
+            gc.freeze()
+            pipeline.start_workers(scorer)
+            results = iter(pipeline)
+        else:
+            chunks = _read_ahead(read())
+            results = _in_process(scorer, chunks)
+        batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)  # its writer thread: after forks
         try:
-            for result in (workers.map(chunks) if workers else _in_process(scorer, chunks)):
+            for result in results:
                 batch.add(*result)
             if batch.rows == 0:
                 raise ScoringError(f"input file {str(src)!r} has no rows to score")
@@ -836,8 +895,8 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
     finally:
         if chunks is not None:
             chunks.close()  # stops the reading thread if scoring failed
-        if workers is not None:
-            workers.close()
+        if pipeline is not None:
+            pipeline.close()
         gc.unfreeze()
 
 

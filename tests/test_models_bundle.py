@@ -82,3 +82,20 @@ def test_untrusted_types_are_refused(tmp_path):
         load_model(d)
     with pytest.raises(ModelError, match="no model file"):
         load_model(tmp_path / "missing")
+
+
+def test_lazy_load_checks_at_once_and_loads_the_checked_bytes(tmp_path):
+    df = frame()
+    X, y = df.drop(columns="label"), df["label"]
+    pipe = Pipeline([("features", Featurizer()), ("model", LogisticRegression())]).fit(X, y)
+    out = save_model(pipe, tmp_path / "m", card={"task": "binary", "target": "label", "classes": [0, 1]})
+    lazy = load_model(out, lazy=True)
+    assert lazy.pipeline is None and lazy.schema is None and lazy.classes == [0, 1]
+    # replaced after the check: the bytes that were checked are the ones loaded
+    other = Pipeline([("features", Featurizer()), ("model", LogisticRegression(C=0.001))]).fit(X, y)
+    save_model(other, tmp_path / "m")
+    np.testing.assert_array_equal(lazy.load().predict_proba(df), pipe.predict_proba(X))
+    assert lazy.load() is lazy  # once built, load() is a no-op
+    (out / "model.skops").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="sha256"):
+        load_model(out, lazy=True)

@@ -36,6 +36,9 @@ def leads(n=500, seed=0, spend_scale=1.0):
 class StubBundle:
     """Minimal stand-in for expkit.models.bundle.ModelBundle."""
 
+    def load(self):
+        return self
+
     def __init__(self):
         train = leads(800)
         X = train[SCHEMA.features]
@@ -71,7 +74,7 @@ def bundle():
 
 @pytest.fixture
 def model(runs_dir, bundle, monkeypatch):
-    def fake_load(app, tenant=None, run=None, runs_dir=None, reasons=0, keep=()):
+    def fake_load(app, tenant=None, run=None, runs_dir=None, reasons=0, keep=(), lazy=False):
         return scoring.Scorer(bundle, version="3", run_id="run-x", reasons=reasons, keep=keep)
 
     monkeypatch.setattr(scoring, "load_scorer", fake_load)
@@ -178,6 +181,26 @@ def test_worker_processes_give_the_same_batch(model, runs_dir, tmp_path, fmt):
     assert one["fields"] == two["fields"]
     assert scorelog.count_batches(runs_dir) == 2
     assert len(scorelog.scored_ids(scorelog.batches("leads"))) == 1000  # the same ids, twice
+
+
+def test_a_dead_worker_fails_the_batch_cleanly(model, runs_dir, tmp_path, monkeypatch):
+    """A scoring worker killed mid-batch (say by the OOM killer) is one clear error, not a hang,
+    and nothing is written."""
+    import multiprocessing
+    import os
+    import signal
+
+    def die(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    leads(500, seed=9).to_csv(src, index=False)
+    monkeypatch.setattr(model, "score", die)  # the workers are forked: they inherit the patch
+    before = state(runs_dir)
+    with pytest.raises(ScoringError, match="died"):
+        scoring.score_file(src, dst, app="leads", chunksize=100, n_jobs=2)
+    assert state(runs_dir) == before and not dst.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert not multiprocessing.active_children()
 
 
 def test_n_workers():

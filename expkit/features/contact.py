@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..domains import FREE_MAIL
 from .base import PLACEHOLDERS, ColumnVectorizer, factorize, strings, want_null_indicator
 from .categorical import CategoricalVectorizer
 
@@ -15,14 +16,6 @@ EMAIL = r"^[\w.%+'-]+@(?:[\w-]+\.)+[A-Za-z]{2,}$"
 HOST = r"^(?:[\w-]+\.)+[A-Za-z]{2,}$"
 PHONE = r"^[\d\s().+/-]+$"
 EXTENSION = r"\s*(?:[xX]|[eE][xX][tT]\.?)\s*\d+$"
-FREE_MAIL = frozenset({
-    "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.uk", "yahoo.fr", "ymail.com",
-    "hotmail.com", "hotmail.co.uk", "hotmail.fr", "outlook.com", "live.com", "msn.com",
-    "aol.com", "icloud.com", "me.com", "mac.com", "protonmail.com", "proton.me", "gmx.com",
-    "gmx.de", "gmx.net", "web.de", "mail.com", "mail.ru", "yandex.ru", "yandex.com",
-    "qq.com", "163.com", "126.com", "zoho.com", "fastmail.com", "tutanota.com", "orange.fr",
-    "free.fr", "libero.it", "t-online.de",
-})
 NO_DOMAIN = "(none)"  # domain of a filled value that has none (pivoted like any other)
 
 

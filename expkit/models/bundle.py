@@ -118,7 +118,7 @@ def save_model(model, directory, card: dict | None = None) -> Path:
     return directory
 
 
-def load_model(path, expected_sha256: str | None = None) -> "ModelBundle":
+def load_model(path, expected_sha256: str | None = None, *, lazy: bool = False) -> "ModelBundle":
     """Load a saved model directory (or its ``model.skops`` file).
 
     Parameters
@@ -128,14 +128,16 @@ def load_model(path, expected_sha256: str | None = None) -> "ModelBundle":
     expected_sha256 : str, optional
         The digest the file must have (e.g. from the registry); otherwise the
         card's recorded digest is checked.
+    lazy : bool
+        Read the card and check the file's digest now, but build the pipeline only
+        on :meth:`ModelBundle.load` (scikit-learn's import takes seconds; a caller
+        can do other work first). The bytes that were checked are the bytes loaded.
 
     Raises
     ------
     ModelError
         File missing, digest mismatch, or a type outside the trusted list.
     """
-    import skops.io as sio
-
     path = Path(path)
     directory, file = (path, path / MODEL_FILE) if path.is_dir() else (path.parent, path)
     if not file.is_file():
@@ -143,21 +145,15 @@ def load_model(path, expected_sha256: str | None = None) -> "ModelBundle":
                          hint="pass the model directory written by save_model / Run.save_model")
     card_path = directory / CARD_FILE
     card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    digest = sha256_file(file)
+    data = file.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
     expected = expected_sha256 or card.get("sha256")
     if expected and digest != expected:
         raise ModelError(f"model file {str(file)!r} has sha256 {digest[:12]}…, expected {expected[:12]}…",
                          hint="the file was changed after it was saved; restore it or retrain")
-    untrusted = sio.get_untrusted_types(file=file)
-    refused = [t for t in untrusted if not _is_trusted(t)]
-    if refused:
-        raise ModelError(f"model file {str(file)!r} contains untrusted types: {refused}",
-                         hint="only models saved by expkit can be loaded; retrain or inspect the file")
-    try:
-        pipeline = sio.load(file, trusted=untrusted)
-    except Exception as exc:  # a corrupt archive
-        raise ModelError(f"cannot load {str(file)!r}: {exc}", hint="the file may be corrupt") from exc
-    return ModelBundle(pipeline, card, directory)
+    bundle = ModelBundle(None, card, directory)
+    bundle._data, bundle._file = data, file
+    return bundle if lazy else bundle.load()
 
 
 class ModelBundle:
@@ -174,6 +170,32 @@ class ModelBundle:
         self.pipeline = pipeline
         self.card = card
         self.directory = Path(directory) if directory is not None else None
+        self._data = self._file = None
+
+    def load(self) -> "ModelBundle":
+        """Build the pipeline of a bundle from ``load_model(..., lazy=True)`` (no-op once built).
+
+        Only types on expkit's allow-list are accepted (ModelError otherwise).
+        """
+        if self.pipeline is not None or self._data is None:
+            return self
+        import skops.io as sio
+
+        where = str(self._file)
+        try:
+            untrusted = sio.get_untrusted_types(data=self._data)
+        except Exception as exc:  # not a skops archive
+            raise ModelError(f"cannot load {where!r}: {exc}", hint="the file may be corrupt") from exc
+        refused = [t for t in untrusted if not _is_trusted(t)]
+        if refused:
+            raise ModelError(f"model file {where!r} contains untrusted types: {refused}",
+                             hint="only models saved by expkit can be loaded; retrain or inspect the file")
+        try:
+            self.pipeline = sio.loads(self._data, trusted=untrusted)
+        except Exception as exc:  # a corrupt archive
+            raise ModelError(f"cannot load {where!r}: {exc}", hint="the file may be corrupt") from exc
+        self._data = None
+        return self
 
     @property
     def task(self) -> str:
