@@ -444,7 +444,10 @@ def _kpis(prod: list[dict], batches: pd.DataFrame, runs: pd.DataFrame, now: date
         ("scores per week", int(week), "rows scored in the last 7 days"),
         ("predictions per day (7-day avg)", week / 7, "rows scored in the last 7 days / 7"),
     ]
-    return pd.DataFrame(values, columns=["kpi", "value", "description"])
+    # object dtype: counts stay integers (a float column would show "3.000 models")
+    out = pd.DataFrame(values, columns=["kpi", "value", "description"])
+    out["value"] = pd.Series([v for _, v, _ in values], dtype=object)
+    return out
 
 
 def _empty(th, now, kpis) -> MonitorResult:

@@ -17,10 +17,12 @@ import gc
 import logging
 import multiprocessing
 import os
+import pickle
 import queue
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -556,8 +558,10 @@ def n_workers(n_jobs: int | None) -> int:
     return int(n_jobs)
 
 
-#: Prepared chunks the reading process may hold ready for the workers.
+#: Prepared chunks the reading process may hold ready for the workers: AHEAD while the
+#: model loads (the workers cannot take any yet), STEADY_AHEAD once they score.
 AHEAD = 10
+STEADY_AHEAD = 4
 
 
 def _child() -> None:
@@ -572,15 +576,24 @@ def _child() -> None:
         pass
 
 
-def _read_and_prepare(scorer: Scorer, read, tasks, results, n_workers: int) -> None:
-    """The reading process: chunks coerced and summarized, queued for the workers."""
+def _read_and_prepare(scorer: Scorer, read, tasks, results, n_workers: int, scoring) -> None:
+    """The reading process: chunks coerced and summarized, queued for the workers.
+
+    Up to AHEAD chunks wait while the model loads; once ``scoring`` is set, the queue
+    is only topped up to STEADY_AHEAD, so memory does not depend on the file's size.
+    """
     _child()
     seq = offset = 0
     try:
         for chunk in read():
+            while scoring.is_set() and tasks.qsize() >= STEADY_AHEAD:
+                time.sleep(0.005)
             prepared, summary = _summarized(scorer, chunk)
-            tasks.put((seq, offset, prepared, summary))
+            # pickled here, not by the queue's feeder thread: a waiting chunk then costs its
+            # bytes, not a DataFrame (about half the memory)
+            tasks.put(pickle.dumps((seq, offset, prepared, summary), protocol=pickle.HIGHEST_PROTOCOL))
             seq, offset = seq + 1, offset + len(prepared)
+            del chunk, prepared
         for _ in range(n_workers):
             tasks.put(None)
         results.put(("end", seq, None))
@@ -598,7 +611,7 @@ def _score_tasks(scorer: Scorer, tasks, results) -> None:
 
     _child()
     while (task := tasks.get()) is not None:
-        seq, offset, prepared, summary = task
+        seq, offset, prepared, summary = pickle.loads(task)
         try:
             out, ids, counts = _scored(scorer, prepared, offset)
             results.put(("chunk", seq, (pa.Table.from_pandas(out, preserve_index=False),
@@ -617,9 +630,9 @@ class _Pipeline:
     the drift summaries of the first chunks overlap the model load (importing
     scikit-learn and skops takes seconds); :meth:`start_workers` forks the scoring
     workers once the model is loaded, so they share it. Results come back in input
-    order. The reader holds at most ``AHEAD`` prepared chunks and each worker one, so
-    memory stays bounded whatever the file size. Both forks happen before this process
-    starts any thread.
+    order. The reader holds at most ``AHEAD`` prepared chunks while the model loads and
+    ``STEADY_AHEAD`` after, each worker one, so memory stays bounded whatever the file
+    size. Both forks happen before this process starts any thread.
     """
 
     def __init__(self, scorer: Scorer, n: int, read):
@@ -628,8 +641,9 @@ class _Pipeline:
         self.tasks = self.ctx.Queue(maxsize=AHEAD)
         self.results = self.ctx.Queue()
         self.workers: list = []
+        self.scoring = self.ctx.Event()
         self.reader = self.ctx.Process(target=_read_and_prepare, name="expkit-read", daemon=True,
-                                       args=(scorer, read, self.tasks, self.results, n))
+                                       args=(scorer, read, self.tasks, self.results, n, self.scoring))
         self.reader.start()
 
     def start_workers(self, scorer: Scorer) -> None:
@@ -638,6 +652,7 @@ class _Pipeline:
                                       args=(scorer, self.tasks, self.results))
             worker.start()
             self.workers.append(worker)
+        self.scoring.set()
 
     def __iter__(self) -> Iterator[tuple]:
         """(output, ids, counts, summary) per chunk, in input order."""

@@ -159,4 +159,5 @@ def test_empty_runs_folder_gives_empty_result(tmp_path):
     res = monitoring.monitor(runs_dir=tmp_path / "nothing")
     assert res.models.empty and res.ok and res.kpi("models in production") == 0
     assert "No production models yet" in res.to_html()
+    assert "<td>models in production</td><td>0</td>" in res.to_html()  # a count, not "0.000"
     assert not (tmp_path / "nothing").exists()
