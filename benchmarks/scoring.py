@@ -4,7 +4,8 @@ loaded pipeline's bare ``predict_proba`` on the same rows.
 A tiny model is trained on the demo leads (with the free-text fields, and
 without them), saved in a run and promoted; demo lead files of two sizes
 (``--rows`` and twice as many, both longer than the chunks ``expkit score`` keeps
-in memory at once) are written as CSV. Then, for each model and
+in memory at once) are written as CSV; memory alone is also measured on a file of
+four times ``--rows`` (the larger file twice over). Then, for each model and
 size:
 
 - end to end: ``expkit score`` in a subprocess with its defaults (start-up, model load
@@ -30,6 +31,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -178,9 +180,21 @@ def main(argv=None) -> dict:
                     "ratio": round(secs / base, 2), "peak_pss_mb": round(peak, 1),
                     "model_load_s": round(load_secs, 2), "model_mb": round(model_mb, 1),
                 })
-                src.unlink()
-            small, large = [r for r in results if r["variant"] == variant][-2:] if len(sizes) == 2 \
-                else (None, None)
+            # memory only, at twice the larger size: the larger file twice over (no bare call,
+            # which would hold all rows in memory)
+            double = tmp / f"leads-{app}-{4 * args.rows}.csv"
+            with open(double, "wb") as out_file:
+                for part in range(2):
+                    with open(src, "rb") as in_file:
+                        if part:
+                            in_file.readline()  # the header once
+                        shutil.copyfileobj(in_file, out_file)
+            results.append({"variant": variant, "rows": 4 * args.rows, "memory_only": True,
+                            "file_mb": round(double.stat().st_size / 1e6, 1),
+                            "peak_pss_mb": round(end_to_end(double, tmp / "scored.csv", app, runs, memory=True), 1)})
+            for f in tmp.glob("leads-*.csv"):
+                f.unlink()
+            small, large = [r for r in results if r["variant"] == variant and not r.get("memory_only")][:2]
             if small is not None:  # rows/s of the extra rows: start-up and model load cancel out
                 extra = large["rows"] - small["rows"]
                 d_e2e = large["end_to_end_s"] - small["end_to_end_s"]
@@ -208,6 +222,9 @@ def table(results) -> str:
             "marginal ratio | peak memory, PSS of all processes (MB) | model file (MB) / load (s) |")
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        if r.get("memory_only"):
+            lines.append(f"| {r['variant']} | {r['rows']:,} | | | | | {r['peak_pss_mb']:,} | |")
+            continue
         marginal = f"{r['marginal_ratio']}x" if "marginal_ratio" in r else ""
         lines.append(f"| {r['variant']} | {r['rows']:,} | {r['end_to_end_rows_per_s']:,} | "
                      f"{r['bare_rows_per_s']:,} | {r['ratio']}x | {marginal} | {r['peak_pss_mb']:,} | "

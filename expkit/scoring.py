@@ -584,10 +584,15 @@ def _read_and_prepare(scorer: Scorer, read, tasks, results, n_workers: int, scor
     """
     _child()
     seq = offset = 0
+    chunks = read()
     try:
-        for chunk in read():
-            while scoring.is_set() and tasks.qsize() >= STEADY_AHEAD:
+        while True:
+            # wait for room before reading the next chunk, so no chunk waits outside the queue
+            while tasks.qsize() >= (STEADY_AHEAD if scoring.is_set() else AHEAD):
                 time.sleep(0.005)
+            chunk = next(chunks, None)
+            if chunk is None:
+                break
             prepared, summary = _summarized(scorer, chunk)
             # pickled here, not by the queue's feeder thread: a waiting chunk then costs its
             # bytes, not a DataFrame (about half the memory)
@@ -639,7 +644,7 @@ class _Pipeline:
         self.ctx = multiprocessing.get_context("fork")
         self.n = n
         self.tasks = self.ctx.Queue(maxsize=AHEAD)
-        self.results = self.ctx.Queue()
+        self.results = self.ctx.Queue(maxsize=2 * n + 2)  # workers wait when this process lags
         self.workers: list = []
         self.scoring = self.ctx.Event()
         self.reader = self.ctx.Process(target=_read_and_prepare, name="expkit-read", daemon=True,
