@@ -99,7 +99,8 @@ def run_hgb(train, test, target, schema):
     Xtr, Xte = hgb_frame(train.drop(columns=[target]), schema), hgb_frame(test.drop(columns=[target]), schema)
     for c in Xtr.columns:  # same categories on both sides
         if isinstance(Xtr[c].dtype, pd.CategoricalDtype):
-            Xte[c] = pd.Categorical(Xte[c].astype(object), categories=Xtr[c].cat.categories)
+            cats = Xtr[c].cat.categories  # values unseen in training become missing, as HGB treats them
+            Xte[c] = pd.Categorical(Xte[c].astype(object).where(Xte[c].astype(object).isin(cats)), categories=cats)
     if Xtr.shape[1] == 0:  # text only (SMS spam): HGB without text is a constant predictor
         return {"auroc": 0.5, "seconds": 0.0, "note": "no non-text columns"}
     t = time.monotonic()
