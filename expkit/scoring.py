@@ -32,7 +32,7 @@ import pandas as pd
 
 from . import drift, scorelog
 from .data import load
-from .errors import DataError, ModelError, ScoringError, SchemaError
+from .errors import ConfigError, DataError, ModelError, ScoringError, SchemaError
 from .runs import runs_dir as _runs_dir
 
 log = logging.getLogger(__name__)
@@ -550,6 +550,9 @@ def n_workers(n_jobs: int | None) -> int:
     process) where fork is unavailable."""
     if n_jobs is None or n_jobs == 1:
         return 1
+    if n_jobs == 0:
+        raise ConfigError("n_jobs (--jobs) 0 would score with no process",
+                          hint="use 1 (this process), N workers, or -1 (one per CPU)")
     if sys.platform != "linux" or "fork" not in multiprocessing.get_all_start_methods():
         return 1  # spawned workers would have to re-import and reload the model
     cpus = len(os.sched_getaffinity(0))

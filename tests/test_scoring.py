@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from expkit import drift, scorelog, scoring
-from expkit.errors import DataError, SchemaError, ScoringError
+from expkit.errors import ConfigError, DataError, SchemaError, ScoringError
 from expkit.schema import Schema
 
 SCHEMA = Schema.coerce({"lead_id": "id", "spend": "numeric", "source": "categorical",
@@ -209,6 +209,8 @@ def test_n_workers():
     assert scoring.n_workers(1) == scoring.n_workers(None) == 1
     assert scoring.n_workers(3) == 3
     assert scoring.n_workers(-1) == len(os.sched_getaffinity(0))
+    with pytest.raises(ConfigError, match="--jobs"):
+        scoring.n_workers(0)
 
 
 def test_missing_columns_listed_and_nothing_written(model, runs_dir, tmp_path):
