@@ -24,7 +24,7 @@ replace that attribute on first import.
 """
 from __future__ import annotations
 
-import importlib
+from . import _lazy
 
 __version__ = "0.1.0"
 
@@ -52,14 +52,7 @@ __all__ = sorted(_LAZY) + ["__version__"]
 
 
 def __getattr__(name: str):
-    try:
-        module_name, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module 'expkit' has no attribute {name!r}") from None
-    module = importlib.import_module(module_name)
-    value = module if attr is None else getattr(module, attr)
-    globals()[name] = value
-    return value
+    return _lazy.attribute(globals(), _LAZY, name, __name__)
 
 
 def __dir__():

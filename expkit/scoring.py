@@ -881,14 +881,15 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
     jobs = n_workers(n_jobs)
     scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep, lazy=jobs > 1)
     scorer.check_columns(columns, f"input file {str(src)!r}")
-    strings = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "string"]
-    strings += [c for c in scorer.keep if c not in scorer.schema]
-    numbers = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "number"]
-    dates = [c for c in scorer.needed if c in scorer.schema and _storage(scorer.schema[c]) == "datetime"]
+    storage = {c: _storage(scorer.schema[c]) for c in scorer.needed if c in scorer.schema}
+    # dates are read as text too (coerced per chunk); kept columns outside the schema as well
+    texts = [c for c, k in storage.items() if k in ("string", "datetime")]
+    texts += [c for c in scorer.keep if c not in scorer.schema]
+    numbers = [c for c, k in storage.items() if k == "number"]
     dst.parent.mkdir(parents=True, exist_ok=True)
 
     def read() -> Iterator[pd.DataFrame]:
-        return iter_chunks(src, scorer.needed, chunksize, strings + dates, numbers)
+        return iter_chunks(src, scorer.needed, chunksize, texts, numbers)
 
     # The model and every module loaded so far outlive the batch: keep the cyclic garbage
     # collector from walking them again and again while chunks are scored (and from touching,

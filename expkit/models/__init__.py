@@ -11,21 +11,22 @@ The function is reached as ``expkit.tournament`` or
 ``expkit.models.tournament.tournament``; this package binds no name
 ``tournament`` so the submodule stays reachable.
 """
-import importlib
+from .. import _lazy
 
-#: public name -> submodule; imported on first use, so that reading a model card (for
-#: scoring) does not import scikit-learn before it is needed
-_LAZY = {"ModelBundle": "bundle", "load_model": "bundle", "save_model": "bundle",
-         "register_family": "families", "TournamentResult": "result",
-         "TenantTournamentResult": "result"}
+#: public name -> (module, attribute); imported on first use, so that reading a model card
+#: (for scoring) does not import scikit-learn before it is needed
+_LAZY = {
+    "ModelBundle": ("expkit.models.bundle", "ModelBundle"),
+    "load_model": ("expkit.models.bundle", "load_model"),
+    "save_model": ("expkit.models.bundle", "save_model"),
+    "register_family": ("expkit.models.families", "register_family"),
+    "TournamentResult": ("expkit.models.result", "TournamentResult"),
+    "TenantTournamentResult": ("expkit.models.result", "TenantTournamentResult"),
+}
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return _lazy.attribute(globals(), _LAZY, name, __name__)
 
 
 __all__ = ["register_family", "save_model", "load_model", "ModelBundle", "TournamentResult",

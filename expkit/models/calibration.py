@@ -127,9 +127,9 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if binary:
             p = self._calibrate(0, s)
             return np.column_stack([1 - p, p])
-        p = np.column_stack([self._calibrate(j, s[:, j]) for j in range(s.shape[1])])
-        total = p.sum(axis=1, keepdims=True)
-        return np.divide(p, total, out=np.full_like(p, 1 / p.shape[1]), where=total > 0)
+        from .evaluate import _normalise
+
+        return _normalise(np.column_stack([self._calibrate(j, s[:, j]) for j in range(s.shape[1])]))
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
