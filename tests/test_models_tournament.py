@@ -184,6 +184,40 @@ def test_user_family_competes_like_builtins():
         families.unregister_family("bernoulli_nb")
 
 
+def test_refit_hook_gets_the_fold_estimators_and_sets_the_final_fit():
+    """A family's refit hook sees the estimators fitted on the folds; the winner is refitted
+    with what it returns (recorded in ``result.params``)."""
+    from sklearn.naive_bayes import BernoulliNB
+    calls = []
+
+    def refit(params, fold_estimators):
+        calls.append([type(e).__name__ for e in fold_estimators])
+        return {**params, "alpha": 0.5}
+
+    families.register_family("nb_refit", lambda p, task, seed: BernoulliNB(alpha=p["alpha"]),
+                             lambda t: {"alpha": t.suggest_float("alpha", 2.0, 10.0)},
+                             default={"alpha": 3.0}, refit=refit)
+    try:
+        r = tournament(make("binary"), "y", n_trials=2, families=["nb_refit"], **FAST)
+    finally:
+        families.unregister_family("nb_refit")
+    assert calls == [["BernoulliNB"] * 3] * 2  # one call per trial, one estimator per fold
+    assert r.params["alpha"] == 0.5 and r.best_pipeline["model"].estimator_.alpha == 0.5
+    assert r.leaderboard.set_index("family").loc["nb_refit", "best_params"]["alpha"] >= 2.0
+
+
+def test_boosting_winner_trains_on_every_row_for_as_many_iterations_as_its_folds():
+    """Histogram boosting early-stops on 10% of each fold; the final fit keeps every
+    training row and runs the folds' mean iteration count instead of holding out again."""
+    df = make("binary", n=400)
+    r = tournament(df, "y", n_trials=1, families=["hist_gradient_boosting"], **FAST)
+    model = r.best_pipeline["model"].estimator_[-1]
+    assert model.early_stopping is False and r.params["early_stopping"] is False
+    assert model.n_iter_ == model.max_iter == r.params["max_iter"]
+    assert r.params["max_iter"] < 200  # the folds stopped early: the default 200 was not reached
+    assert r.leaderboard.iloc[0]["best_params"]["max_iter"] == 200  # the leaderboard keeps the searched value
+
+
 def test_tournament_class_and_stop_callback():
     seen = []
 

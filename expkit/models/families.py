@@ -49,6 +49,12 @@ class Family:
     class_weight : bool
         True when ``factory`` understands ``params["class_weight"]``
         (None or "balanced"); the tournament then searches it on imbalanced data.
+    refit : callable, optional
+        ``refit(params, fold_estimators) -> params`` for the final fit on all
+        training rows, given the estimators fitted on the cross-validation
+        folds. Histogram boosting uses it to train on every row with the number
+        of iterations early stopping chose in the folds, instead of holding out
+        a random 10% again. None: the final fit uses ``params`` as searched.
     builtin : bool
     """
 
@@ -58,6 +64,7 @@ class Family:
     default: Mapping[str, Any] = field(default_factory=dict)
     applies: Callable[[str, int, int, bool], bool] = lambda task, n_rows, n_features, sparse: True
     class_weight: bool = False
+    refit: Callable[[dict, list], dict] | None = None
     builtin: bool = False
 
     def build(self, params: Mapping[str, Any], task: str, seed: int, n_jobs: int | None = None):
@@ -79,7 +86,7 @@ _REGISTRY: dict[str, Family] = {}
 
 def register_family(name: str, factory: Callable, space: Callable, *, default: Mapping | None = None,
                     applies: Callable | None = None, class_weight: bool = False,
-                    replace: bool = False) -> Family:
+                    refit: Callable | None = None, replace: bool = False) -> Family:
     """Add a model family to every later tournament.
 
     Parameters
@@ -97,6 +104,9 @@ def register_family(name: str, factory: Callable, space: Callable, *, default: M
         ``applies(task, n_rows, n_features, sparse) -> bool``; default: always.
     class_weight : bool
         Whether ``factory`` accepts ``params["class_weight"]``.
+    refit : callable, optional
+        ``refit(params, fold_estimators) -> params`` for the winner's final fit
+        (see :class:`Family`).
     replace : bool
         Allow replacing an existing family of that name.
 
@@ -122,7 +132,7 @@ def register_family(name: str, factory: Callable, space: Callable, *, default: M
         raise ConfigError(f"a model family named {name!r} is already registered",
                           hint="choose another name or pass replace=True")
     fam = Family(name, factory, space, dict(default or {}),
-                 applies or (lambda task, n_rows, n_features, sparse: True), class_weight)
+                 applies or (lambda task, n_rows, n_features, sparse: True), class_weight, refit)
     _REGISTRY[name] = fam
     return fam
 
@@ -264,7 +274,8 @@ def _hgb(params, task, seed):
               max_leaf_nodes=params.get("max_leaf_nodes", 31),
               min_samples_leaf=params.get("min_samples_leaf", 20),
               l2_regularization=params.get("l2_regularization", 0.0),
-              early_stopping=True, validation_fraction=0.1, n_iter_no_change=20, random_state=seed)
+              early_stopping=params.get("early_stopping", True), validation_fraction=0.1,
+              n_iter_no_change=20, random_state=seed)
     if task == "regression":
         model = HistGradientBoostingRegressor(**kw)
     else:
@@ -272,6 +283,12 @@ def _hgb(params, task, seed):
     select_task = "regression" if task == "regression" else "classification"
     return Pipeline([("dense", DenseTopK(k=params.get("max_dense_features", 300), task=select_task)),
                      ("model", model)])
+
+
+def _hgb_refit(params, fold_estimators):
+    """All training rows, no early-stopping hold-out: as many iterations as the folds ran."""
+    n_iter = [est[-1].n_iter_ for est in fold_estimators]
+    return {**params, "max_iter": max(1, int(round(float(np.mean(n_iter))))), "early_stopping": False}
 
 
 def _hgb_space(t):
@@ -372,7 +389,7 @@ def _register_builtins() -> None:
         # forests alone can use the whole budget
         Family("hist_gradient_boosting", _hgb, _hgb_space,
                {"learning_rate": 0.1, "max_iter": 200, "max_leaf_nodes": 31, "min_samples_leaf": 20,
-                "l2_regularization": 1e-6}, _any, True),
+                "l2_regularization": 1e-6}, _any, True, _hgb_refit),
         Family("random_forest", _forest("RandomForest"), _forest_space,
                {"n_estimators": 200, "min_samples_leaf": 1, "max_features": "sqrt", "max_depth": None},
                _any, True),
@@ -396,7 +413,7 @@ def _register_builtins() -> None:
                                 "reg_lambda": 1.0}, _any))
     for fam in builtins:
         _REGISTRY[fam.name] = Family(fam.name, fam.factory, fam.space, fam.default, fam.applies,
-                                     fam.class_weight, builtin=True)
+                                     fam.class_weight, fam.refit, builtin=True)
 
 
 _register_builtins()

@@ -52,7 +52,9 @@ class TournamentResult:
 
     Attributes
     ----------
-    task, target, winner, params : the task, target column, winning family and its parameters
+    task, target, winner, params : the task, target column, winning family and the parameters
+        of the refitted winner (as searched, except what the family's refit hook fixes, e.g.
+        histogram boosting's iterations)
     leaderboard : DataFrame, one row per family (rank = finish order), best CV ± std,
         trial counts, fit time, best params
     trials : DataFrame, every trial of the study

@@ -483,11 +483,14 @@ class _Run:
         best = study.best_trial
         family = registry.get_family(best.params["family"])
         params = _family_params(family, best.params)
+        # what the final fit uses: the family's refit hook may fix what the folds learned
+        # (histogram boosting: its iterations); a study from before the hook: as searched
+        fit_params = best.user_attrs.get("refit_params", params)
 
         # -- refit, calibrate ------------------------------------------------------
         t = time.monotonic()
-        pipeline, calib, threshold, feat = self._refit(family, params, folds, ys, best, Xtr, ytr,
-                                                       ytr_codes)
+        pipeline, calib, threshold, feat = self._refit(family, params, fit_params, folds, ys, best,
+                                                       Xtr, ytr, ytr_codes)
         self.timings["refit"] = time.monotonic() - t
 
         # -- evaluate once on the hold-out -------------------------------------------
@@ -520,7 +523,7 @@ class _Run:
                     "families": [f.name for f in fams], "imbalance": dict(self.imbalance,
                                                                           winner=params.get("class_weight"))}
         return TournamentResult(
-            task=self.task, target=cfg.target, winner=family.name, params=params,
+            task=self.task, target=cfg.target, winner=family.name, params=fit_params,
             leaderboard=board, trials=trials, metric=self.metric.name,
             direction=self.metric.direction, metrics=metrics,
             cv_score=float(best.value), cv_std=float(best.user_attrs.get("cv_std", np.nan)),
@@ -578,7 +581,7 @@ class _Run:
         fold of any family: a conservative guess, so an untried heavy family does
         not start a long first fold just before the deadline.
         """
-        scores, fit_time = [], 0.0
+        scores, fit_time, fitted = [], 0.0, []
         oof = np.zeros((sum(len(f.valid) for f in folds),) + ((len(self.classes),)
                                                                 if self.task == "multiclass" else ()))
         expected = self._fold_seconds.get(family.name, max(self._fold_seconds.values(), default=0.0))
@@ -598,6 +601,8 @@ class _Run:
                 est.fit(fold.X_train, fold.y_train)
             s = scores_of(est, fold.X_valid, self.task)
             expected = time.perf_counter() - t
+            if family.refit is not None:
+                fitted.append(est)
             fit_time += expected
             # a family's slowest fold so far: its configurations differ a lot in cost
             # (e.g. saga vs lbfgs logistic), so its next first fold is expected to be as slow
@@ -611,7 +616,8 @@ class _Run:
                 if trial.should_prune():
                     trial.set_user_attr("fit_time", fit_time)
                     raise optuna.TrialPruned()
-        return scores, fit_time, oof
+        final = family.refit(dict(params), fitted) if family.refit is not None else dict(params)
+        return scores, fit_time, oof, final
 
     def _search(self, fams, folds, ys, fingerprint):
         verbosity = optuna.logging.get_verbosity()
@@ -656,7 +662,7 @@ class _Run:
                 params["class_weight"] = trial.suggest_categorical(f"{family.name}.class_weight",
                                                                    [None, "balanced"])
             try:
-                scores, fit_time, oof = self._fit_score(family, params, folds, trial)
+                scores, fit_time, oof, final = self._fit_score(family, params, folds, trial)
             except optuna.TrialPruned:
                 raise
             except Exception as exc:  # a family failing must not end the tournament
@@ -665,6 +671,7 @@ class _Run:
             trial.set_user_attr("cv_std", float(np.std(scores)))
             trial.set_user_attr("fold_scores", scores)
             trial.set_user_attr("fit_time", fit_time)
+            trial.set_user_attr("refit_params", final)
             value = float(np.mean(scores))
             if not self._have_winner or _better(value, self._best_value, self.metric):
                 self._oof = {trial.number: oof}
@@ -702,13 +709,14 @@ class _Run:
                         bar.close()
         return study
 
-    def _refit(self, family, params, folds, ys, best, Xtr, ytr, ytr_codes):
-        """Winner on all training rows; calibrated classifier; decision threshold."""
+    def _refit(self, family, params, fit_params, folds, ys, best, Xtr, ytr, ytr_codes):
+        """Winner (``fit_params``) on all training rows; calibrated classifier; decision threshold.
+        ``params`` are the searched ones, for out-of-fold scores of a resumed study's winner."""
         from ..features import Featurizer
 
         feat = Featurizer(schema=self.schema, random_state=self.seed)
         X_all = feat.fit_transform(Xtr, ytr_codes)
-        est = family.build(params, self.task, self.seed, self.n_jobs)
+        est = family.build(fit_params, self.task, self.seed, self.n_jobs)
         method = self.cfg.calibrate
         has_proba = hasattr(est, "predict_proba")
         if self.task != "regression" and not method and not has_proba:
@@ -744,7 +752,7 @@ class _Run:
     def _oof_of(self, family, params, folds, best):
         oof = self._oof.get(best.number)
         if oof is None:  # the winner came from an earlier (resumed) run
-            _, _, oof = self._fit_score(family, params, folds)
+            _, _, oof, _ = self._fit_score(family, params, folds)
         return oof
 
 
