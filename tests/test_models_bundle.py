@@ -99,3 +99,62 @@ def test_lazy_load_checks_at_once_and_loads_the_checked_bytes(tmp_path):
     (out / "model.skops").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="sha256"):
         load_model(out, lazy=True)
+
+
+def test_sklearn_estimators_are_trusted_one_by_one():
+    """What skops trusts by default (sklearn's all_estimators) is what _is_trusted accepts,
+    so a scoring process can skip skops' scan of every sklearn module."""
+    from sklearn.utils import all_estimators
+    from skops.io._utils import get_type_name
+
+    for _, cls in all_estimators():
+        assert bundle._is_trusted(get_type_name(cls)), cls
+    for name in ["sklearn.base.BaseEstimator", "sklearn.utils._testing.MinimalClassifier",
+                 "sklearn.preprocessing._function_transformer.FunctionTransformer.__init__",
+                 "sklearn.linear_model._base.LinearModel",  # abstract
+                 "sklearn.utils.validation.check_array", "os.system", "builtins.eval"]:
+        assert not bundle._is_trusted(name), name
+
+
+SKIPPED_SCAN = """
+import sys, numpy as np, pandas as pd
+from expkit.models import bundle
+bundle.skip_skops_estimator_scan()
+model = bundle.load_model(sys.argv[1])
+from skops.io import _trusted_types
+assert _trusted_types.SKLEARN_ESTIMATOR_TYPE_NAMES == [], "the scan ran"
+df = pd.read_csv(sys.argv[2])
+np.save(sys.argv[3], model.predict_proba(df))
+try:
+    bundle.load_model(sys.argv[4])
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_load_without_skops_estimator_scan_gives_the_same_model(tmp_path):
+    """``expkit score`` imports skops without its sklearn scan: the same model loads and
+    predicts the same, and an untrusted type is still refused."""
+    import subprocess
+    import sys
+
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    df = frame()
+    X, y = df.drop(columns="label"), df["label"]
+    pipe = Pipeline([("features", Featurizer()), ("model", LogisticRegression())]).fit(X, y)
+    out = save_model(pipe, tmp_path / "m", card={"task": "binary", "target": "label", "classes": [0, 1]})
+    evil = Pipeline([("f", FunctionTransformer(_double)), ("m", LogisticRegression())])
+    evil.fit(df[["amount"]], df["label"])
+    (tmp_path / "evil").mkdir()
+    sio.dump(evil, tmp_path / "evil" / "model.skops")
+    (tmp_path / "evil" / "card.json").write_text(
+        json.dumps({"sha256": bundle.sha256_file(tmp_path / "evil" / "model.skops")}))
+    df.to_csv(tmp_path / "rows.csv", index=False)
+    proc = subprocess.run([sys.executable, "-c", SKIPPED_SCAN, str(out), str(tmp_path / "rows.csv"),
+                           str(tmp_path / "p.npy"), str(tmp_path / "evil")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), pipe.predict_proba(X))
+    assert proc.stdout.startswith("ModelError") and "untrusted" in proc.stdout

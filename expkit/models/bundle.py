@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,20 +58,66 @@ def sha256_file(path) -> str:
 
 
 def _is_trusted(name: str) -> bool:
-    """Whether a type name found in a model file is on expkit's allow-list."""
+    """Whether a type name found in a model file is on expkit's allow-list.
+
+    Besides :data:`TRUSTED_TYPES` and expkit's own estimators, a public, concrete
+    scikit-learn estimator class is accepted: what skops trusts by default (see
+    :func:`skip_skops_estimator_scan`).
+    """
     if name in TRUSTED_TYPES:
         return True
     module, _, attr = name.rpartition(".")
-    if not any(module == m or module.startswith(m + ".") for m in TRUSTED_MODULES):
+    # the classes sklearn's all_estimators() lists: public, concrete, outside test helpers
+    sklearn_estimator = (module.startswith("sklearn.") and not attr.startswith("_")
+                         and attr != "BaseEstimator" and not any(
+                             part in ("tests", "externals", "_testing", "estimator_checks")
+                             for part in module.split(".")))
+    if not sklearn_estimator and not any(module == m or module.startswith(m + ".")
+                                         for m in TRUSTED_MODULES):
         return False
     import importlib
+    import inspect
 
     from sklearn.base import BaseEstimator
     try:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError):
         return False
-    return isinstance(obj, type) and obj.__module__ == module and issubclass(obj, BaseEstimator)
+    return (isinstance(obj, type) and obj.__module__ == module and issubclass(obj, BaseEstimator)
+            and not inspect.isabstract(obj))
+
+
+_scan_estimators = True
+
+
+def skip_skops_estimator_scan() -> None:
+    """Have skops imported, when a model is loaded, without it listing every sklearn estimator.
+
+    On import, skops builds its default trust list with sklearn's ``all_estimators()``,
+    which imports every sklearn module: about 1.5 s of a scoring command's start-up.
+    expkit does not need that list: :func:`_is_trusted` checks each type a file names,
+    sklearn estimators included, one by one. A process that calls this trusts no
+    sklearn type by default in *any* skops load, which is why only the ``expkit score``
+    command (its own process) does. No effect once skops.io is imported.
+    """
+    global _scan_estimators
+    _scan_estimators = False
+
+
+def _skops_io():
+    """The ``skops.io`` module (see :func:`skip_skops_estimator_scan`)."""
+    if _scan_estimators or "skops.io" in sys.modules:
+        import skops.io
+        return skops.io
+    import sklearn.utils
+
+    real = sklearn.utils.all_estimators
+    sklearn.utils.all_estimators = lambda *args, **kwargs: []
+    try:
+        import skops.io
+    finally:
+        sklearn.utils.all_estimators = real
+    return skops.io
 
 
 def save_model(model, directory, card: dict | None = None) -> Path:
@@ -179,7 +226,7 @@ class ModelBundle:
         """
         if self.pipeline is not None or self._data is None:
             return self
-        import skops.io as sio
+        sio = _skops_io()
 
         where = str(self._file)
         try:
