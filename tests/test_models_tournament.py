@@ -154,6 +154,52 @@ def test_untried_heavy_family_does_not_start_just_before_the_deadline():
     assert (b["state"] != "COMPLETE").all() and (b["fit_time"].fillna(0) == 0).all()
 
 
+def test_a_dear_configuration_of_a_timed_family_does_not_start_just_before_the_deadline():
+    """The family's cost hint scales its timed folds: a configuration 40x dearer than the
+    default is expected to take 40x as long, so it is not started with too little time left."""
+    import time
+
+    from sklearn.linear_model import LogisticRegression
+
+    class Sleepy(LogisticRegression):
+        def __init__(self, units=1):
+            super().__init__()
+            self.units = units
+
+        def fit(self, X, y, **kw):
+            time.sleep(0.1 * self.units)
+            return super().fit(X, y, **kw)
+
+    families.register_family("sleepy", lambda p, task, seed: Sleepy(p["units"]),
+                             lambda t: {"units": t.suggest_int("units", 40, 40)}, default={"units": 1},
+                             cost=lambda p, n_features: p["units"])
+    try:
+        budget = 2.0  # the default's folds take ~0.1 s each; a 40-unit fold would take 4 s
+        r = tournament(make("binary", n=200), "y", budget=budget, families=["sleepy"], **{**FAST, "cv": 2})
+    finally:
+        families.unregister_family("sleepy")
+    assert r.timings["search"] <= budget * 1.1
+    dear = r.trials[r.trials["params"].map(lambda p: p.get("units")) == 40]
+    assert len(dear) >= 1 and (dear["stopped"] == "deadline").all() and (dear["fit_time"] == 0).all()
+    # and the search ends instead of opening empty trials until the deadline
+    from expkit.models.tournament import MAX_SKIPPED
+    assert len(dear) <= MAX_SKIPPED
+
+
+def test_builtin_cost_hints_rank_dear_configurations():
+    """The hints the budget rule scales by: saga over lbfgs, forests trying every feature,
+    more boosting iterations; a failing hint counts as 1."""
+    cost = lambda name, p, n=4096: families.get_family(name).relative_cost(p, n)  # noqa: E731
+    assert cost("logistic", {"C": 1.0, "l1_ratio": 0.5}) >= 20 * cost("logistic", {"C": 1.0, "l1_ratio": 0.0})
+    assert cost("logistic", {"C": 100.0, "l1_ratio": 1.0}) > cost("logistic", {"C": 0.01, "l1_ratio": 1.0})
+    default = {"n_estimators": 200, "max_features": "sqrt"}
+    assert cost("random_forest", {"n_estimators": 400, "max_features": 1.0}) > 100 * cost("random_forest", default)
+    assert cost("hist_gradient_boosting", {"max_iter": 500, "max_leaf_nodes": 64}) > \
+        2 * cost("hist_gradient_boosting", {"max_iter": 200, "max_leaf_nodes": 31})
+    broken = families.Family("broken", None, None, cost=lambda p, n: 1 / 0)
+    assert broken.relative_cost({}, 3) == 1.0 and families.Family("none", None, None).relative_cost({}, 3) == 1.0
+
+
 def test_resume_from_storage(tmp_path):
     df = make("binary")
     store = tmp_path / "study.log"

@@ -47,6 +47,9 @@ from .result import TenantTournamentResult, TournamentResult
 
 log = logging.getLogger(__name__)
 
+#: Trials in a row not started because their first fold would cross the deadline
+#: after which the search ends.
+MAX_SKIPPED = 10
 #: Above this many training rows the search runs on a stratified sample.
 MAX_SEARCH_ROWS = 20_000
 #: Fewest labelled rows a tournament accepts.
@@ -426,6 +429,8 @@ class _Run:
         self.timings: dict[str, float] = {}
         self._oof: dict[int, np.ndarray] = {}
         self._fold_seconds: dict[str, float] = {}  # slowest fold (fit+predict) per family
+        self._seconds_per_cost: dict[str, float] = {}  # the same per unit of Family.cost
+        self._skipped = 0  # trials in a row not started for the deadline
         self._out_of_time = False  # set when no family's fold fits in the time left
 
     # ------------------------------------------------------------------------------
@@ -577,22 +582,31 @@ class _Run:
         With a ``trial``, a fold is not started when its expected duration would
         cross the deadline, once some trial has finished: a long trial is stopped
         between folds. The expected duration is the previous fold of this trial, else
-        this family's slowest fold so far, else (a family not timed yet) the slowest
-        fold of any family: a conservative guess, so an untried heavy family does
-        not start a long first fold just before the deadline.
+        this family's slowest fold so far per unit of its cost hint times this
+        configuration's cost (a forest of 400 trees trying every feature is not
+        expected to be as quick as the default's 200 trying a few), else (a family
+        not timed yet) the slowest fold of any family: a conservative guess, so an
+        untried heavy family does not start a long first fold just before the deadline.
         """
         scores, fit_time, fitted = [], 0.0, []
         oof = np.zeros((sum(len(f.valid) for f in folds),) + ((len(self.classes),)
                                                                 if self.task == "multiclass" else ()))
-        expected = self._fold_seconds.get(family.name, max(self._fold_seconds.values(), default=0.0))
+        cost = family.relative_cost(params, folds[0].X_train.shape[1])
+        per_cost = self._seconds_per_cost.get(family.name)
+        expected = per_cost * cost if per_cost is not None else max(self._fold_seconds.values(), default=0.0)
         for i, fold in enumerate(folds):
             now = time.monotonic()
             if trial is not None and self._have_winner and now + expected >= self.deadline:
                 trial.set_user_attr("stopped", "deadline")
                 trial.set_user_attr("fit_time", fit_time)
-                if now + min(self._fold_seconds.values(), default=0.0) >= self.deadline:
-                    self._out_of_time = True  # not even the quickest family's fold fits: stop
+                self._skipped = self._skipped + 1 if i == 0 else 0
+                if (now + min(self._fold_seconds.values(), default=0.0) >= self.deadline
+                        or self._skipped >= MAX_SKIPPED):
+                    # not even the quickest family's fold fits, or the sampler keeps proposing
+                    # configurations that do not: stop rather than open empty trials until the end
+                    self._out_of_time = True
                 raise optuna.TrialPruned()
+            self._skipped = 0
             est = family.build(params, self.task, self.seed, self.n_jobs)
             t = time.perf_counter()
             with warnings.catch_warnings():
@@ -607,6 +621,8 @@ class _Run:
             # a family's slowest fold so far: its configurations differ a lot in cost
             # (e.g. saga vs lbfgs logistic), so its next first fold is expected to be as slow
             self._fold_seconds[family.name] = max(expected, self._fold_seconds.get(family.name, 0.0))
+            self._seconds_per_cost[family.name] = max(expected / cost,
+                                                      self._seconds_per_cost.get(family.name, 0.0))
             oof[fold.valid] = s
             scores.append(float(self.metric.fn(fold.y_valid, s)))
             if not np.isfinite(scores[-1]):
