@@ -236,8 +236,8 @@ def test_refit_hook_gets_the_fold_estimators_and_sets_the_final_fit():
     from sklearn.naive_bayes import BernoulliNB
     calls = []
 
-    def refit(params, fold_estimators):
-        calls.append([type(e).__name__ for e in fold_estimators])
+    def refit(params, fold_estimators, fold_rows, rows):
+        calls.append(([type(e).__name__ for e in fold_estimators], fold_rows, rows))
         return {**params, "alpha": 0.5}
 
     families.register_family("nb_refit", lambda p, task, seed: BernoulliNB(alpha=p["alpha"]),
@@ -247,7 +247,8 @@ def test_refit_hook_gets_the_fold_estimators_and_sets_the_final_fit():
         r = tournament(make("binary"), "y", n_trials=2, families=["nb_refit"], **FAST)
     finally:
         families.unregister_family("nb_refit")
-    assert calls == [["BernoulliNB"] * 3] * 2  # one call per trial, one estimator per fold
+    # one call per trial, one estimator per fold, with the folds' and the final fit's rows
+    assert calls == [(["BernoulliNB"] * 3, [85, 85, 86], 128)] * 2
     assert r.params["alpha"] == 0.5 and r.best_pipeline["model"].estimator_.alpha == 0.5
     assert r.leaderboard.set_index("family").loc["nb_refit", "best_params"]["alpha"] >= 2.0
 
@@ -262,6 +263,23 @@ def test_boosting_winner_trains_on_every_row_for_as_many_iterations_as_its_folds
     assert model.n_iter_ == model.max_iter == r.params["max_iter"]
     assert r.params["max_iter"] < 200  # the folds stopped early: the default 200 was not reached
     assert r.leaderboard.iloc[0]["best_params"]["max_iter"] == 200  # the leaderboard keeps the searched value
+
+
+def test_boosting_refit_scales_the_folds_iterations_to_the_final_rows():
+    from types import SimpleNamespace
+
+    def fold(n_iter, early=True):
+        model = SimpleNamespace(n_iter_=n_iter, early_stopping=early, validation_fraction=0.1)
+        return [model]  # the family's pipeline: its last step is the booster
+
+    params = {"learning_rate": 0.1, "max_iter": 300}
+    # folds of 1,000 rows boost on 900 (10% early-stopping hold-out); 3,600 final rows: x2
+    out = families._hgb_refit(params, [fold(50), fold(70)], [1000, 1000], 3600)
+    assert out == {"learning_rate": 0.1, "max_iter": 120, "early_stopping": False}
+    # without early stopping in the folds they boosted on all their rows: 4x the rows, x2
+    assert families._hgb_refit(params, [fold(100, early=False)], [900], 3600)["max_iter"] == 200
+    # never fewer iterations than the folds ran
+    assert families._hgb_refit(params, [fold(40)], [1000], 500)["max_iter"] == 40
 
 
 def test_tournament_class_and_stop_callback():

@@ -465,6 +465,7 @@ class _Run:
         Xte, yte_codes = test.drop(columns=[cfg.target]), enc(test[cfg.target])
         Xs, ys = search.drop(columns=[cfg.target]), enc(search[cfg.target])
         self.imbalance = self._imbalance(ys)
+        self._train_rows = len(Xtr)  # the final fit's rows (the refit hooks scale to them)
 
         t0, started = time.monotonic(), datetime.now()
         self.deadline = t0 + self.budget if self.budget else float("inf")
@@ -632,7 +633,9 @@ class _Run:
                 if trial.should_prune():
                     trial.set_user_attr("fit_time", fit_time)
                     raise optuna.TrialPruned()
-        final = family.refit(dict(params), fitted) if family.refit is not None else dict(params)
+        final = dict(params)
+        if family.refit is not None:
+            final = family.refit(final, fitted, [len(f.y_train) for f in folds], self._train_rows)
         return scores, fit_time, oof, final
 
     def _search(self, fams, folds, ys, fingerprint):
