@@ -154,6 +154,7 @@ def test_untried_heavy_family_does_not_start_just_before_the_deadline():
     assert (b["state"] != "COMPLETE").all() and (b["fit_time"].fillna(0) == 0).all()
 
 
+@pytest.mark.filterwarnings("ignore:.*sleepy.units.*:UserWarning")  # the default lies outside the space
 def test_a_dear_configuration_of_a_timed_family_does_not_start_just_before_the_deadline():
     """The family's cost hint scales its timed folds: a configuration 40x dearer than the
     default is expected to take 40x as long, so it is not started with too little time left."""
