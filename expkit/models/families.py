@@ -14,7 +14,7 @@ models, SVMs and kNN need no scaling of their own.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -333,8 +333,9 @@ def _hgb_refit(params, fold_estimators, fold_rows, rows):
         model = est[-1]
         n_iter.append(model.n_iter_)
         fitted_rows.append(n * (1 - model.validation_fraction) if model.early_stopping else n)
-    scale = np.sqrt(rows / np.mean(fitted_rows)) if rows and np.mean(fitted_rows) > 0 else 1.0
-    return {**params, "max_iter": max(1, int(round(float(np.mean(n_iter)) * max(scale, 1.0)))),
+    per_fold = float(np.mean(fitted_rows))
+    scale = max(np.sqrt(rows / per_fold), 1.0) if rows and per_fold > 0 else 1.0
+    return {**params, "max_iter": max(1, int(round(float(np.mean(n_iter)) * scale))),
             "early_stopping": False}
 
 
@@ -471,8 +472,7 @@ def _register_builtins() -> None:
                                 "min_child_samples": 20, "subsample": 1.0, "colsample_bytree": 1.0,
                                 "reg_lambda": 1.0}, _any, cost=_boost_cost))
     for fam in builtins:
-        _REGISTRY[fam.name] = Family(fam.name, fam.factory, fam.space, fam.default, fam.applies,
-                                     fam.class_weight, fam.refit, fam.cost, builtin=True)
+        _REGISTRY[fam.name] = replace(fam, builtin=True)
 
 
 _register_builtins()
