@@ -13,7 +13,8 @@ size:
   output and score log); wall time and the peak of the summed proportional set size
   (PSS) of the command and its workers;
 - bare: ``bundle.pipeline.predict_proba`` in this process on the same rows
-  already in memory (no I/O, no validation, no log).
+  already in memory (no I/O, no validation, no log), timed right after each end-to-end
+  run so that both see the same state of a shared machine.
 
 The *marginal ratio* compares the time the larger file adds over the smaller
 one, so fixed costs (interpreter start-up, imports, model load) cancel out.
@@ -128,21 +129,21 @@ def end_to_end(src: Path, out: Path, app: str, runs: Path, memory: bool = False)
     return peak if memory else secs
 
 
-def bare(bundle, src: Path, repeat: int) -> float:
-    """Median seconds of ``pipeline.predict_proba`` on the file's rows, already in memory
-    with the column types of training (not timed)."""
+def bare_rows(bundle, src: Path):
+    """The file's rows in memory with the column types of training, as the bare call gets them."""
     import pandas as pd
 
-    from expkit.scoring import Scorer
+    from expkit.scorer import Scorer
 
     scorer = Scorer(bundle, version="bench")
-    df = scorer.prepare(pd.read_csv(src))[scorer.features]
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        bundle.pipeline.predict_proba(df)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return scorer.prepare(pd.read_csv(src))[scorer.features]
+
+
+def bare(bundle, rows) -> float:
+    """Seconds of one ``pipeline.predict_proba`` call on ``rows`` in this process."""
+    start = time.perf_counter()
+    bundle.pipeline.predict_proba(rows)
+    return time.perf_counter() - start
 
 
 def main(argv=None) -> dict:
@@ -169,15 +170,21 @@ def main(argv=None) -> dict:
             for rows in sizes:
                 src = tmp / f"leads-{app}-{rows}.csv"
                 write_leads(src, rows, with_text)
-                secs = statistics.median(end_to_end(src, tmp / "scored.csv", app, runs)
-                                         for _ in range(args.repeat))
+                in_memory = bare_rows(bundle, src)
+                e2e_times, bare_times = [], []
+                for _ in range(args.repeat):  # interleaved, so both see the same machine
+                    e2e_times.append(end_to_end(src, tmp / "scored.csv", app, runs))
+                    bare_times.append(bare(bundle, in_memory))
+                del in_memory
+                secs, base = statistics.median(e2e_times), statistics.median(bare_times)
                 peak = end_to_end(src, tmp / "scored.csv", app, runs, memory=True)
-                base = bare(bundle, src, args.repeat)
                 results.append({
                     "variant": variant, "rows": rows, "file_mb": round(src.stat().st_size / 1e6, 1),
                     "end_to_end_s": round(secs, 3), "end_to_end_rows_per_s": round(rows / secs),
                     "bare_predict_proba_s": round(base, 3), "bare_rows_per_s": round(rows / base),
-                    "ratio": round(secs / base, 2), "peak_pss_mb": round(peak, 1),
+                    "ratio": round(secs / base, 2),
+                    "pair_ratios": [round(e / b, 2) for e, b in zip(e2e_times, bare_times)],
+                    "peak_pss_mb": round(peak, 1),
                     "model_load_s": round(load_secs, 2), "model_mb": round(model_mb, 1),
                 })
             # memory only, at twice the larger size: the larger file twice over (no bare call,

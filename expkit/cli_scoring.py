@@ -32,14 +32,28 @@ _runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), 
 @_runs_dir_option
 def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, runs_dir):
     """Score INPUT (CSV/Parquet/JSON lines) with the production model of APP/TENANT."""
-    from .models.bundle import skip_skops_estimator_scan
-    from .scoring import score_file
-
-    skip_skops_estimator_scan()  # this process only scores: 1.5 s less start-up
-
     start = time.perf_counter()
-    record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
-                        reasons=reasons, keep=keep, runs_dir=runs_dir, n_jobs=jobs)
+    from .workers import ScoringProcesses, n_workers
+
+    n = n_workers(jobs)
+    processes = None
+    if n > 1:
+        # fork the model host once pandas (which both processes need) is imported and before
+        # this process imports the rest: scikit-learn and skops load beside it
+        import pandas  # noqa: F401
+
+        processes = ScoringProcesses(n)
+    try:
+        from .models.bundle import skip_skops_estimator_scan
+        from .scoring import score_file
+
+        skip_skops_estimator_scan()  # this process only scores: 1.5 s less start-up
+        record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
+                            reasons=reasons, keep=keep, runs_dir=runs_dir, n_jobs=jobs,
+                            processes=processes)
+    finally:
+        if processes is not None:
+            processes.close()  # score_file closes them too; this covers a failure before it
     secs = time.perf_counter() - start
     click.echo(f"scored {record['rows']:,} rows with {app}/{tenant or '-'} model {record['version']} "
                f"in {secs:.1f}s ({record['rows'] / max(secs, 1e-9):,.0f} rows/s) -> {output} "

@@ -66,15 +66,14 @@ def reference_profile(df: pd.DataFrame, schema, scores=None, *, bins: int = 10,
         if col not in df.columns or kind in ("id", "constant"):
             continue
         s = df[col]
-        non_null = s.dropna()
-        base = {"fill_rate": _fill_rate(s), "count": int(len(non_null))}
+        base = {"fill_rate": _fill_rate(s), "count": int(s.notna().sum())}
         if kind in _NUMERIC:
-            values = pd.to_numeric(non_null, errors="coerce").dropna().to_numpy(dtype=float)
+            values = _numbers(s)
             edges = _quantile_edges(values, bins)
             fields[col] = {"kind": "numeric", **base, "edges": edges,
                            "shares": _bin_shares(values, edges)}
         elif kind in _CATEGORICAL:
-            counts = _category_counts(non_null, kind)
+            counts = _category_counts(s, kind)
             n_keys = int(counts.sum())
             total = max(n_keys, 1)
             top = counts.iloc[:max_categories]
@@ -85,7 +84,7 @@ def reference_profile(df: pd.DataFrame, schema, scores=None, *, bins: int = 10,
                            "values": [str(k) for k in counts.index[:max_values]],
                            "n_values": int(len(counts))}
         elif kind in _TEXT:
-            lengths = _text_lengths(non_null)
+            lengths = _text_lengths(s)
             edges = _quantile_edges(lengths, bins)
             fields[col] = {"kind": "text", **base, "length_edges": edges,
                            "shares": _bin_shares(lengths, edges)}
@@ -112,15 +111,14 @@ def summarize(df: pd.DataFrame, reference: Mapping) -> dict:
         if col not in df.columns:
             continue
         s = df[col]
-        non_null = s.dropna()
-        base = {"fill_rate": _fill_rate(s), "count": int(len(non_null))}
+        base = {"fill_rate": _fill_rate(s), "count": int(s.notna().sum())}
         kind = ref["kind"]
         if kind == "numeric":
-            values = pd.to_numeric(non_null, errors="coerce").dropna().to_numpy(dtype=float)
+            values = _numbers(s)
             fields[col] = {"kind": kind, **base, "edges": ref["edges"],
                            "shares": _bin_shares(values, ref["edges"])}
         elif kind == "categorical":
-            counts = _category_counts(non_null, ref.get("source", "categorical"))
+            counts = _category_counts(s, ref.get("source", "categorical"))
             n_keys = int(counts.sum())
             total = max(n_keys, 1)
             known = [k for k in ref["shares"] if k != OTHER]
@@ -132,7 +130,7 @@ def summarize(df: pd.DataFrame, reference: Mapping) -> dict:
             fields[col] = {"kind": kind, **base, "source": ref.get("source", "categorical"),
                            "shares": shares, "unseen_share": unseen}
         elif kind == "text":
-            lengths = _text_lengths(non_null)
+            lengths = _text_lengths(s)
             fields[col] = {"kind": kind, **base, "length_edges": ref["length_edges"],
                            "shares": _bin_shares(lengths, ref["length_edges"])}
         else:
@@ -274,34 +272,50 @@ def _bin_shares(values: np.ndarray, edges: Sequence[float]) -> list:
     return [float(c) / total if total else 0.0 for c in counts]
 
 
-def _text_lengths(non_null: pd.Series) -> np.ndarray:
-    """Length in characters of each (non-missing) value."""
-    arr = _arrow_strings(non_null)
+def _numbers(s: pd.Series) -> np.ndarray:
+    """The non-missing values of a column as floats (values that are not numbers dropped)."""
+    if pd.api.types.is_numeric_dtype(s):
+        values = s.to_numpy(dtype=float, na_value=np.nan)
+        return values[~np.isnan(values)]
+    return pd.to_numeric(s.dropna(), errors="coerce").dropna().to_numpy(dtype=float)
+
+
+def _text_lengths(s: pd.Series) -> np.ndarray:
+    """Length in characters of each non-missing value."""
+    arr = _arrow_strings(s)
     if arr is not None:
         import pyarrow.compute as pc
 
-        return pc.utf8_length(arr).to_numpy().astype(float)
-    return non_null.astype(str).str.len().to_numpy(dtype=float)
+        return pc.utf8_length(arr).drop_null().to_numpy().astype(float)
+    return s.dropna().astype(str).str.len().to_numpy(dtype=float)
 
 
-def _category_counts(non_null: pd.Series, kind: str) -> pd.Series:
-    """``{key: count}`` of a column's values, most frequent first.
+def _category_counts(s: pd.Series, kind: str) -> pd.Series:
+    """``{key: count}`` of a column's non-missing values, most frequent first.
 
-    Keys are computed once per distinct value (factorize), not per row; e-mail
-    addresses (mostly distinct) held as arrow strings are keyed per row in arrow.
+    Keys are computed once per distinct value, not per row (for e-mail addresses held as
+    arrow strings: once per distinct domain).
     """
-    arr = _arrow_strings(non_null)
+    arr = _arrow_strings(s)
     if arr is not None:
         import pyarrow.compute as pc
 
+        extra = {}
         if kind == "email":
-            arr = _email_keys(arr)
+            arr, extra = _email_domains(arr)
         vc = pc.value_counts(arr)
-        uniques = pd.Series(vc.field("values").to_pandas(types_mapper=pd.ArrowDtype), dtype="str")
-        counts = pd.Series(vc.field("counts").to_numpy())
-        kind = "categorical" if kind == "email" else kind
+        present = pc.is_valid(vc.field("values"))
+        uniques = pd.Series(pc.filter(vc.field("values"), present).to_pandas(types_mapper=pd.ArrowDtype),
+                            dtype="str")
+        counts = pd.Series(pc.filter(vc.field("counts"), present).to_numpy())
+        if kind == "email":
+            uniques = _email_key(uniques.str.lower())
+            kind = "categorical"
+        if extra:
+            uniques = pd.concat([uniques, pd.Series(list(extra), dtype="str")], ignore_index=True)
+            counts = pd.concat([counts, pd.Series(list(extra.values()))], ignore_index=True)
     else:
-        codes, uniques = pd.factorize(non_null)
+        codes, uniques = pd.factorize(s)  # missing values: code -1
         uniques = pd.Series(uniques)
         counts = pd.Series(np.bincount(codes[codes >= 0], minlength=len(uniques)))
     keys = _category_keys(uniques, kind)
@@ -309,22 +323,23 @@ def _category_counts(non_null: pd.Series, kind: str) -> pd.Series:
     return counts.sort_values(ascending=False, kind="stable")
 
 
-def _email_keys(arr):
-    """The :func:`_category_keys` of e-mail addresses (in any order), computed in arrow:
-    the domain (after the last ``@``) if free mail, else ``(company)``; ``(invalid)``
-    without an ``@``."""
-    import pyarrow as pa
+def _email_domains(arr):
+    """(domains, {"(invalid)": n}) of e-mail addresses held in arrow: what follows the last
+    ``@`` of each address that has one (missing values skipped), and how many have none."""
     import pyarrow.compute as pc
 
+    keys = pc.utf8_trim_whitespace(arr)
+    valid = pc.filter(keys, pc.match_substring(keys, "@"))  # missing values dropped too
+    domains = pc.list_element(pc.split_pattern(valid, "@", max_splits=1, reverse=True), 1)
+    invalid = len(keys) - keys.null_count - len(valid)
+    return domains, ({"(invalid)": invalid} if invalid else {})
+
+
+def _email_key(domain: pd.Series) -> pd.Series:
+    """The drift key of lower-case e-mail domains: the domain if free mail, else ``(company)``."""
     from .domains import FREE_MAIL
 
-    keys = pc.utf8_trim_whitespace(arr)
-    valid = pc.filter(keys, pc.match_substring(keys, "@"))
-    domain = pc.utf8_lower(pc.list_element(pc.split_pattern(valid, "@", max_splits=1, reverse=True), 1))
-    free = pc.is_in(domain, value_set=pa.array(sorted(FREE_MAIL), type=domain.type))
-    domain = pc.if_else(free, domain, pa.scalar("(company)", type=domain.type))
-    invalid = pa.repeat(pa.scalar("(invalid)", type=domain.type), len(keys) - len(valid))
-    return pa.chunked_array([*domain.chunks, invalid], type=domain.type)
+    return domain.where(domain.isin(FREE_MAIL), "(company)")
 
 
 def _category_keys(non_null: pd.Series, kind: str) -> pd.Series:
@@ -340,11 +355,8 @@ def _category_keys(non_null: pd.Series, kind: str) -> pd.Series:
         return non_null.astype(str)
     keys = non_null.astype(str).str.strip()
     if kind == "email":  # company domains churn with every batch; their share does not
-        from .domains import FREE_MAIL
-
         domain = keys.str.replace(r"^.*@", "", regex=True).str.lower()  # vectorized (arrow)
-        keys = domain.where(domain.isin(FREE_MAIL), "(company)").where(
-            keys.str.contains("@", regex=False), "(invalid)")
+        keys = _email_key(domain).where(keys.str.contains("@", regex=False), "(invalid)")
     elif kind == "url":  # top-level domain of the host
         host = keys.str.replace(r"^[A-Za-z][\w+.-]*://", "", regex=True)
         keys = host.str.replace(r"[/:?#].*$", "", regex=True).str.replace(r"^.*\.", "", regex=True).str.lower()

@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from expkit import drift, scorelog, scoring
+from expkit import chunks, drift, scorelog, scorer, scoring, workers
 from expkit.errors import ConfigError, DataError, SchemaError, ScoringError
 from expkit.schema import Schema
 
@@ -75,7 +75,7 @@ def bundle():
 @pytest.fixture
 def model(runs_dir, bundle, monkeypatch):
     def fake_load(app, tenant=None, run=None, runs_dir=None, reasons=0, keep=(), lazy=False):
-        return scoring.Scorer(bundle, version="3", run_id="run-x", reasons=reasons, keep=keep)
+        return scorer.Scorer(bundle, version="3", run_id="run-x", reasons=reasons, keep=keep)
 
     monkeypatch.setattr(scoring, "load_scorer", fake_load)
     return bundle
@@ -149,7 +149,9 @@ def test_unseen_categories_empties_and_safe_coercion(model, runs_dir, tmp_path):
 
 
 @pytest.mark.parametrize("n_jobs", [1, 2])
-def test_wrong_type_names_column_and_value(model, runs_dir, tmp_path, n_jobs):
+def test_wrong_type_names_column_and_value(model, runs_dir, tmp_path, n_jobs, worker_pids):
+    import os
+
     df = leads(300, seed=5).astype({"spend": object})
     df.loc[250, "spend"] = "twelve"
     src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
@@ -162,7 +164,8 @@ def test_wrong_type_names_column_and_value(model, runs_dir, tmp_path, n_jobs):
     import threading
 
     assert not [t.name for t in threading.enumerate() if t.name.startswith("expkit-")]  # reader, writer
-    assert not multiprocessing.active_children()  # the workers are gone too
+    assert not multiprocessing.active_children()  # reader and model host
+    assert all(_gone(pid) for pid in worker_pids() - {os.getpid()})  # and the host's workers
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
@@ -195,7 +198,7 @@ def test_a_dead_worker_fails_the_batch_cleanly(model, runs_dir, tmp_path, monkey
 
     src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
     leads(500, seed=9).to_csv(src, index=False)
-    monkeypatch.setattr(model, "score", die)  # the workers are forked: they inherit the patch
+    monkeypatch.setattr(scorer, "scored", die)  # the workers are forked: they inherit the patch
     before = state(runs_dir)
     with pytest.raises(ScoringError, match="died"):
         scoring.score_file(src, dst, app="leads", chunksize=100, n_jobs=2)
@@ -203,14 +206,138 @@ def test_a_dead_worker_fails_the_batch_cleanly(model, runs_dir, tmp_path, monkey
     assert not multiprocessing.active_children()
 
 
+def _gone(pid: int, wait: float = 10.0) -> bool:
+    """Whether process ``pid`` has ended (or is a zombie) within ``wait`` seconds."""
+    import time
+    from pathlib import Path
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def worker_pids(tmp_path, monkeypatch):
+    """The pids of the processes that score chunks (written to a file as they score)."""
+    import os
+
+    path = tmp_path / "worker-pids"
+    real = scorer.scored
+
+    def recording(*args, **kwargs):
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scorer, "scored", recording)  # inherited by the forked workers
+    return lambda: {int(x) for x in path.read_text().split()} if path.exists() else set()
+
+
+@pytest.mark.skipif(workers.n_workers(2) == 1, reason="needs fork (Linux)")
+def test_processes_started_first_score_the_same_and_end(model, runs_dir, tmp_path, worker_pids):
+    """What `expkit score` does: fork the model host before anything else, then score."""
+    import multiprocessing
+    import os
+
+    src = tmp_path / "in.csv"
+    leads(700, seed=3).to_csv(src, index=False)
+    processes = workers.ScoringProcesses(2)
+    assert processes.host.is_alive()  # waiting for the model
+    two = scoring.score_file(src, tmp_path / "two.csv", app="leads", chunksize=100, processes=processes)
+    pids = worker_pids()
+    assert pids and os.getpid() not in pids  # scored by forked workers
+    one = scoring.score_file(src, tmp_path / "one.csv", app="leads", chunksize=100, n_jobs=1)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "two.csv"))
+    assert one["fields"] == two["fields"] and one["score_counts"] == two["score_counts"]
+    assert not multiprocessing.active_children() and all(_gone(p) for p in pids)
+
+
+@pytest.mark.skipif(workers.n_workers(2) == 1, reason="needs fork (Linux)")
+def test_an_output_failure_mid_batch_ends_every_process(model, runs_dir, tmp_path, monkeypatch,
+                                                        worker_pids):
+    """The disk fills up while the workers score: one clear error, nothing written, and no
+    process left behind (the workers are the model host's children, not this process's)."""
+    import multiprocessing
+
+    real, calls = scoring._Batch._write, []
+
+    def disk_full(self, out, ids):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        real(self, out, ids)
+
+    monkeypatch.setattr(scoring._Batch, "_write", disk_full)
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    leads(4000, seed=4).to_csv(src, index=False)  # 40 chunks: most still to score at the failure
+    before = state(runs_dir)
+    with pytest.raises(OSError, match="No space"):
+        scoring.score_file(src, dst, app="leads", chunksize=100, n_jobs=2)
+    assert state(runs_dir) == before and not dst.exists() and not list(tmp_path.glob(".*.tmp"))
+    pids = worker_pids()
+    assert pids and not multiprocessing.active_children()
+    assert all(_gone(pid) for pid in pids)
+
+
+@pytest.mark.skipif(workers.n_workers(2) == 1, reason="needs fork (Linux)")
+def test_a_failure_before_scoring_ends_the_waiting_model_host(model, runs_dir, tmp_path):
+    import multiprocessing
+
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    leads(50).drop(columns=["spend"]).to_csv(src, index=False)
+    processes = workers.ScoringProcesses(2)
+    before = state(runs_dir)
+    with pytest.raises(SchemaError, match="spend"):
+        scoring.score_file(src, dst, app="leads", processes=processes)
+    assert processes.host.exitcode is not None and not multiprocessing.active_children()
+    assert state(runs_dir) == before and not dst.exists()
+    processes.close()  # again: a no-op
+
+
+@pytest.mark.skipif(workers.n_workers(2) == 1, reason="needs fork (Linux)")
+def test_a_model_failing_to_load_in_the_host_is_one_clear_error(model, runs_dir, tmp_path, monkeypatch):
+    import multiprocessing
+
+    from expkit.errors import ModelError
+
+    def refuse(self):
+        raise ModelError("model file 'x' contains untrusted types: ['evil.Type']")
+
+    monkeypatch.setattr(StubBundle, "load", refuse)  # runs in the forked model host
+    src, dst = tmp_path / "in.csv", tmp_path / "out.csv"
+    leads(300).to_csv(src, index=False)
+    before = state(runs_dir)
+    with pytest.raises(ModelError, match="untrusted types"):
+        scoring.score_file(src, dst, app="leads", chunksize=100, n_jobs=2)
+    assert state(runs_dir) == before and not dst.exists() and not list(tmp_path.glob(".*.tmp"))
+    assert not multiprocessing.active_children()
+
+
+def test_errors_that_cannot_cross_processes_keep_their_message():
+    keeps = SchemaError("column 'spend' should hold a number", hint="fix it")
+    assert workers._portable(keeps) is keeps
+
+    class Local(Exception):  # a local class cannot be pickled
+        pass
+
+    moved = workers._portable(Local("the file is corrupt"))
+    assert isinstance(moved, ScoringError) and str(moved).startswith("Local: the file is corrupt")
+
+
 def test_n_workers():
     import os
 
-    assert scoring.n_workers(1) == scoring.n_workers(None) == 1
-    assert scoring.n_workers(3) == 3
-    assert scoring.n_workers(-1) == len(os.sched_getaffinity(0))
+    assert workers.n_workers(1) == workers.n_workers(None) == 1
+    assert workers.n_workers(3) == 3
+    assert workers.n_workers(-1) == len(os.sched_getaffinity(0))
     with pytest.raises(ConfigError, match="--jobs"):
-        scoring.n_workers(0)
+        workers.n_workers(0)
 
 
 def test_missing_columns_listed_and_nothing_written(model, runs_dir, tmp_path):
@@ -270,7 +397,7 @@ def test_chunks_are_bounded(tmp_path):
     df.to_csv(tmp_path / "a.csv", index=False)
     df.to_parquet(tmp_path / "a.parquet")
     for name in ("a.csv", "a.parquet"):
-        sizes = [len(c) for c in scoring.iter_chunks(tmp_path / name, ["lead_id", "spend"], 300, ["lead_id"])]
+        sizes = [len(c) for c in chunks.iter_chunks(tmp_path / name, ["lead_id", "spend"], 300, ["lead_id"])]
         assert sizes == [300, 300, 300, 100]
 
 
@@ -291,8 +418,8 @@ def test_arrow_csv_reader_matches_pandas(tmp_path):
     src.write_text(TRICKY_HEADER + TRICKY_ROWS * 40)
     cols, strings, numbers = ["lead_id", "spend", "source", "visits", "note"], ["lead_id", "source", "note"], \
         ["spend", "visits"]
-    fast = list(scoring.iter_chunks(src, cols, 7, strings, numbers))
-    slow = list(scoring.iter_chunks(src, cols, 7, strings))
+    fast = list(chunks.iter_chunks(src, cols, 7, strings, numbers))
+    slow = list(chunks.iter_chunks(src, cols, 7, strings))
     assert [len(c) for c in fast] == [len(c) for c in slow] == [7] * 28 + [4]
     for a, b in zip(fast, slow):
         pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
@@ -311,7 +438,7 @@ def test_arrow_csv_reader_hands_over_to_pandas_mid_file(tmp_path):
     lines[901] = lines[901].rsplit(",", 2)[0]  # drop the last two fields of row 900
     src.write_text("\n".join(lines) + "\n")
     cols = ["lead_id", "spend", "source", "visits"]
-    fast = list(scoring.iter_chunks(src, cols, 300, ["lead_id", "source"], ["spend", "visits"]))
+    fast = list(chunks.iter_chunks(src, cols, 300, ["lead_id", "source"], ["spend", "visits"]))
     slow = pd.read_csv(src, usecols=cols, dtype={"lead_id": "str", "source": "str"})
     assert all(len(c) <= 300 for c in fast)
     got = pd.concat(fast, ignore_index=True)
@@ -335,21 +462,21 @@ def test_date_coercion_matches_pandas(values):
     expected = pd.to_datetime(text.where(~blank), errors="coerce")
     if (expected.isna() & ~blank).any():
         with pytest.raises(SchemaError, match="'created' should hold a date"):
-            scoring._coerce(s, ct)
+            scorer._coerce(s, ct)
     else:
-        pd.testing.assert_series_equal(scoring._coerce(s, ct), expected)
+        pd.testing.assert_series_equal(scorer._coerce(s, ct), expected)
 
 
 def test_read_ahead_passes_errors_and_stops_early():
-    def chunks(fail_at):
+    def frames(fail_at):
         for i in range(5):
             if i == fail_at:
                 raise DataError("broken at chunk 2")
             yield pd.DataFrame({"i": [i]})
 
     with pytest.raises(DataError, match="chunk 2"):
-        [c["i"].iloc[0] for c in scoring._read_ahead(chunks(2))]
-    ahead = scoring._read_ahead(chunks(None))
+        [c["i"].iloc[0] for c in chunks.read_ahead(frames(2))]
+    ahead = chunks.read_ahead(frames(None))
     assert next(ahead)["i"].iloc[0] == 0
     ahead.close()  # the consumer stops: the reading thread ends
     import threading

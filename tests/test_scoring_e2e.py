@@ -172,3 +172,49 @@ def test_bad_inputs_are_one_line_errors_and_change_nothing(runs, tmp_path):
 
     assert state(runs) == before and not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid`` (Linux /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_ctrl_c_while_scoring_leaves_nothing_behind(runs, tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole process group) while `expkit score` is
+    writing: exit 130 with one line, no output, no temporary files, no score-log record,
+    and none of its processes (model host, reader, workers) left running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pd.concat([leads(20_000, n_tenants=1, seed=s) for s in range(10)]).to_csv(tmp_path / "big.csv", index=False)
+    out = tmp_path / "out.csv"
+    before = state(runs)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from expkit.cli import main; main()", "score", str(tmp_path / "big.csv"),
+         "-o", str(out), "--app", "leads", "--chunksize", "2000", "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "EXPKIT_RUNS": str(runs)})
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.csv.*.tmp")):  # the output is being written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines() == ["error: interrupted"], err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert state(runs) == before
+    deadline = time.monotonic() + 10
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _session_processes(proc.pid)

@@ -120,6 +120,16 @@ def _skops_io():
     return skops.io
 
 
+def preload() -> None:
+    """Import what loading any expkit model needs (scikit-learn, skops, expkit's feature
+    pipeline and calibration), e.g. in a process that will receive the model later."""
+    _skops_io()
+    import sklearn.pipeline  # noqa: F401
+
+    from ..features import featurizer  # noqa: F401
+    from . import calibration  # noqa: F401
+
+
 def save_model(model, directory, card: dict | None = None) -> Path:
     """Save a model as ``directory/model.skops`` plus ``directory/card.json``.
 
