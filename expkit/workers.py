@@ -198,7 +198,7 @@ def _host(receive, n: int, tasks, results, scoring) -> None:
         _keep_freed_memory()
         ctx = multiprocessing.get_context("fork")
         workers = [ctx.Process(target=_score_tasks, name=f"expkit-score-{i}", daemon=True,
-                               args=(scorer, tasks, results)) for i in range(n)]
+                               args=(scorer, tasks, results, n)) for i in range(n)]
         for worker in workers:
             worker.start()
         scoring.set()
@@ -253,13 +253,17 @@ def _read_and_prepare(scorer, read, tasks, results, n_workers: int, scoring) -> 
     results.join_thread()
 
 
-def _score_tasks(scorer, tasks, results) -> None:
+def _score_tasks(scorer, tasks, results, n_workers: int) -> None:
     """A scoring worker: prepared chunks in, arrow tables out (several times cheaper to pass)."""
     import pyarrow as pa
 
     from .scorer import scored
 
     _child()
+    from threadpoolctl import threadpool_limits
+
+    # the workers share the CPUs: native thread pools (BLAS, OpenMP) sized to a worker's share
+    threadpool_limits(max(1, len(os.sched_getaffinity(0)) // n_workers))
     while (task := tasks.get()) is not None:
         seq, offset, prepared, summary = pickle.loads(task)
         try:

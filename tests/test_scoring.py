@@ -286,6 +286,29 @@ def test_an_output_failure_mid_batch_ends_every_process(model, runs_dir, tmp_pat
 
 
 @pytest.mark.skipif(workers.n_workers(2) == 1, reason="needs fork (Linux)")
+def test_workers_share_the_cpus_native_thread_pools_included(model, runs_dir, tmp_path, monkeypatch):
+    """Each of n workers sizes BLAS/OpenMP pools to its share of the CPUs, so a model that
+    predicts with threads (histogram boosting) does not run n x CPUs threads at once."""
+    import os
+
+    from threadpoolctl import threadpool_info
+
+    path, real = tmp_path / "threads", scorer.scored
+
+    def recording(*args, **kwargs):
+        with open(path, "a") as f:
+            f.write(f"{max(p['num_threads'] for p in threadpool_info())}\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(scorer, "scored", recording)
+    src = tmp_path / "in.csv"
+    leads(400).to_csv(src, index=False)
+    scoring.score_file(src, tmp_path / "out.csv", app="leads", chunksize=100, n_jobs=2)
+    share = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert {int(x) for x in path.read_text().split()} == {share}
+
+
+@pytest.mark.skipif(workers.n_workers(2) == 1, reason="needs fork (Linux)")
 def test_a_failure_before_scoring_ends_the_waiting_model_host(model, runs_dir, tmp_path):
     import multiprocessing
 
