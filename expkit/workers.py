@@ -9,9 +9,10 @@ model and forks the workers that score them.
                    └── reader (forked once the input is checked): reads, coerces
                        and summarizes chunks for the workers
 
-The model host is forked before this process imports pandas, the database layer or the
-input, so importing scikit-learn and skops (most of a scoring command's start-up) runs
-beside them instead of after them. The model host receives the scorer, with the model
+The model host is forked before this process imports the database layer, looks the
+model up or opens the input (``expkit score`` forks it right after importing pandas,
+which both need), so importing scikit-learn and skops (most of a scoring command's
+start-up) runs beside that work instead of after it. The model host receives the scorer, with the model
 bytes whose hash this process checked, through a pipe, loads it and forks the workers,
 which share the loaded model's memory. This module imports only the standard library.
 """
@@ -256,12 +257,11 @@ def _read_and_prepare(scorer, read, tasks, results, n_workers: int, scoring) -> 
 def _score_tasks(scorer, tasks, results, n_workers: int) -> None:
     """A scoring worker: prepared chunks in, arrow tables out (several times cheaper to pass)."""
     import pyarrow as pa
+    from threadpoolctl import threadpool_limits
 
     from .scorer import scored
 
     _child()
-    from threadpoolctl import threadpool_limits
-
     # the workers share the CPUs: native thread pools (BLAS, OpenMP) sized to a worker's share
     threadpool_limits(max(1, len(os.sched_getaffinity(0)) // n_workers))
     while (task := tasks.get()) is not None:
