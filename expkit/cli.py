@@ -10,15 +10,21 @@ import gc
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import traceback
 
 import click
 
 from .cli_scoring import commands as scoring_commands
-from .errors import ConfigError, ExpkitError
+from .errors import ConfigError, ExpkitError, Terminated
 
 DEMO_TENANTS = 3
+
+
+def _terminate(signum, frame):
+    raise Terminated()
 
 
 class ExpkitGroup(click.Group):
@@ -27,6 +33,9 @@ class ExpkitGroup(click.Group):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         argv = sys.argv[1:] if args is None else list(args)
         debug = "--debug" in argv
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _terminate)
         try:
             code = super().main(args=argv, prog_name=prog_name or "expkit", complete_var=complete_var,
                                 standalone_mode=False, **extra)
@@ -41,10 +50,16 @@ class ExpkitGroup(click.Group):
             code = _fail(exc.format_message(), exc.exit_code, debug)
         except click.ClickException as exc:
             code = _fail(exc.format_message(), exc.exit_code, debug)
-        except (click.Abort, KeyboardInterrupt):
-            code = _fail("interrupted", 130, debug)
+        except (click.Abort, KeyboardInterrupt) as exc:  # click turns KeyboardInterrupt into Abort
+            if isinstance(exc, Terminated) or isinstance(exc.__context__, Terminated):
+                code = _fail("terminated", 143, debug)
+            else:
+                code = _fail("interrupted", 130, debug)
         except Exception as exc:  # a bug: still one line unless --debug
             code = _fail(f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)", 1, debug)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)  # e.g. when invoked inside a test process
         # Everything is written and committed by now; skip the collector's last walk over
         # every object the command created (over a second after scoring a million rows).
         gc.freeze()

@@ -70,4 +70,10 @@ class MonitorError(ExpkitError):
     """Monitoring could not run (no registry, no score log, bad thresholds)."""
 
 
-__all__ = [name for name in dir() if name.endswith("Error")]
+class Terminated(KeyboardInterrupt):
+    """SIGTERM received by the ``expkit`` command (a scheduler's timeout, ``kill``). It
+    unwinds like Ctrl-C, so every command cleans up as on Ctrl-C: a run is marked
+    interrupted, a scoring batch leaves no output, temporary file or score-log record."""
+
+
+__all__ = [name for name in dir() if name.endswith("Error")] + ["Terminated"]

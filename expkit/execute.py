@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import nbformat
 
-from .errors import ConfigError, DataError, RunError
+from .errors import ConfigError, DataError, RunError, Terminated
 from .runs import Run, runs_dir as _runs_dir, safe_name
 
 log = logging.getLogger(__name__)
@@ -371,8 +371,9 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
     except PapermillExecutionError as exc:
         status = "interrupted" if exc.ename == "KeyboardInterrupt" else "failed"
         error = _error(exc, template_nb)
-    except KeyboardInterrupt:
-        status, error = "interrupted", {"message": "interrupted (Ctrl-C)"}
+    except KeyboardInterrupt as exc:
+        status = "interrupted"
+        error = {"message": "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"}
         raise
     except Exception as exc:  # dead kernel, kernel start failure, ...
         error = {**_running_cell(run, template_nb), "message": f"{type(exc).__name__}: {exc}"}

@@ -142,8 +142,10 @@ class ScoringProcesses:
 
 def _child() -> None:
     """Set-up of a forked process: Ctrl-C is the command's to handle (it stops the
-    children), and a child whose parent dies is terminated (Linux)."""
+    children), SIGTERM ends the child at once (whatever handler the command set), and a
+    child whose parent dies is terminated (Linux)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         import ctypes
 

@@ -124,6 +124,19 @@ def test_ctrl_c_marks_the_run_interrupted(runs_dir):
     assert meta["status"] == "interrupted" and (folder / "report.html").is_file()
 
 
+def test_sigterm_marks_the_run_interrupted(runs_dir):
+    """A scheduler's timeout (SIGTERM to the driver alone) ends the run like Ctrl-C."""
+    proc = subprocess.Popen([*EXPKIT, "run", TINY, "-p", "sleep", "60", "--runs-dir", str(runs_dir)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    folder = _wait_running(runs_dir)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    assert proc.stderr.read().decode().strip().splitlines()[-1] == "error: terminated"
+    meta = json.loads((folder / "run.json").read_text())
+    assert meta["status"] == "interrupted" and meta["error"]["message"] == "terminated (SIGTERM)"
+    assert (folder / "report.html").is_file()
+
+
 def test_killed_driver_never_leaves_a_running_run(runs_dir):
     proc = subprocess.Popen([*EXPKIT, "run", TINY, "-p", "sleep", "60", "--runs-dir", str(runs_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)

@@ -188,10 +188,12 @@ def _session_processes(sid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
-def test_ctrl_c_while_scoring_leaves_nothing_behind(runs, tmp_path):
-    """Ctrl-C in a terminal (SIGINT to the whole process group) while `expkit score` is
-    writing: exit 130 with one line, no output, no temporary files, no score-log record,
-    and none of its processes (model host, reader, workers) left running."""
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_while_scoring_leaves_nothing_behind(runs, tmp_path, how):
+    """Ctrl-C in a terminal (SIGINT to the whole process group) or SIGTERM to the command
+    alone (a scheduler's timeout) while `expkit score` is writing: exit 130 / 143 with one
+    line, no output, no temporary files, no score-log record, and none of its processes
+    (model host, reader, workers) left running."""
     import signal
     import subprocess
     import sys
@@ -209,9 +211,13 @@ def test_ctrl_c_while_scoring_leaves_nothing_behind(runs, tmp_path):
     while not list(tmp_path.glob(".out.csv.*.tmp")):  # the output is being written
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGINT)
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and err.strip().splitlines() == ["error: interrupted"], err
+    code, line = (130, "error: interrupted") if how == "ctrl-c" else (143, "error: terminated")
+    assert proc.returncode == code and err.strip().splitlines() == [line], err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
     assert state(runs) == before
     deadline = time.monotonic() + 10
