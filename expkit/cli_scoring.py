@@ -33,16 +33,13 @@ _runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), 
 def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, runs_dir):
     """Score INPUT (CSV/Parquet/JSON lines) with the production model of APP/TENANT."""
     start = time.perf_counter()
-    from .workers import ScoringProcesses, n_workers
+    from .workers import ScoringProcesses
 
-    n = n_workers(jobs)
-    processes = None
-    if n > 1:
-        # fork the model host once pandas (which both processes need) is imported and before
-        # this process imports the rest: scikit-learn and skops load beside it
-        import pandas  # noqa: F401
+    # fork the model host once pandas (which both processes need) is imported and before
+    # this process imports the rest: scikit-learn and skops load beside it
+    import pandas  # noqa: F401
 
-        processes = ScoringProcesses(n)
+    processes = ScoringProcesses.for_jobs(jobs)
     try:
         from .models.bundle import skip_skops_estimator_scan
         from .scoring import score_file

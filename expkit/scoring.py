@@ -29,7 +29,7 @@ from .data import load
 from .errors import ScoringError, SchemaError
 from .runs import runs_dir as _runs_dir
 from .scorer import Scorer, load_scorer, scored, storage_kind, summarized
-from .workers import ScoringProcesses, n_workers
+from .workers import ScoringProcesses
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +216,7 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
         default here, safe in a notebook kernel) scores in this process, reading in a
         thread. Where fork is unavailable chunks are always scored in this process.
     processes : expkit.workers.ScoringProcesses, optional
-        Scoring processes forked earlier (``ScoringProcesses(n_workers(n_jobs))``), so the
+        Scoring processes forked earlier (``ScoringProcesses.for_jobs(n_jobs)``), so the
         model host imports scikit-learn while this process was still importing (what
         ``expkit score`` does); closed here. Overrides ``n_jobs``.
 
@@ -225,9 +225,8 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
     dict
         The score-log record of the batch (id, rows, score_counts, fields, ...).
     """
-    jobs = processes.n if processes is not None else n_workers(n_jobs)
-    if processes is None and jobs > 1:
-        processes = ScoringProcesses(jobs)  # first, so the model loads while the input is checked
+    if processes is None:
+        processes = ScoringProcesses.for_jobs(n_jobs)  # first: the model loads while the input is checked
     # The model and every module loaded so far outlive the batch: keep the cyclic garbage
     # collector from walking them again and again while chunks are scored (and from touching,
     # hence copying, the pages forked processes share with this one). Undone at the end.

@@ -64,6 +64,13 @@ class ScoringProcesses:
     prepared chunks while the model loads and ``STEADY_AHEAD`` after, each worker one.
     """
 
+    @classmethod
+    def for_jobs(cls, n_jobs: int | None) -> "ScoringProcesses | None":
+        """The processes for ``n_jobs`` (see :func:`n_workers`), forked now; None when
+        chunks are to be scored in the calling process."""
+        n = n_workers(n_jobs)
+        return cls(n) if n > 1 else None
+
     def __init__(self, n: int):
         self.ctx = multiprocessing.get_context("fork")
         self.n = n
@@ -119,8 +126,7 @@ class ScoringProcesses:
     def _check_alive(self) -> None:
         for proc in (self.reader, self.host):
             if proc is not None and proc.exitcode not in (None, 0):
-                raise ScoringError(f"scoring process {proc.name} died (exit code {proc.exitcode})",
-                                   hint="out of memory? lower --chunksize or --jobs; nothing was written")
+                raise _died(proc)
 
     def close(self) -> None:
         """End every process (the workers end with the model host) and the queues. Idempotent."""
@@ -155,6 +161,11 @@ def _child() -> None:
     parent = multiprocessing.parent_process()
     if parent is not None and os.getppid() != parent.pid:
         os._exit(1)  # the parent died before the death signal was set
+
+
+def _died(proc) -> ScoringError:
+    return ScoringError(f"scoring process {proc.name} died (exit code {proc.exitcode})",
+                        hint="out of memory? lower --chunksize or --jobs; nothing was written")
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -210,8 +221,7 @@ def _host(receive, n: int, tasks, results, scoring) -> None:
             wait([worker.sentinel for worker in running])
             for worker in running:
                 if worker.exitcode not in (None, 0):
-                    raise ScoringError(f"scoring process {worker.name} died (exit code {worker.exitcode})",
-                                       hint="out of memory? lower --chunksize or --jobs; nothing was written")
+                    raise _died(worker)
             running = [worker for worker in running if worker.exitcode is None]
     except BaseException as exc:  # noqa: BLE001 - handed to the command
         results.put(("error", None, _portable(exc)))

@@ -97,8 +97,9 @@ def skip_skops_estimator_scan() -> None:
     which imports every sklearn module: about 1.5 s of a scoring command's start-up.
     expkit does not need that list: :func:`_is_trusted` checks each type a file names,
     sklearn estimators included, one by one. A process that calls this trusts no
-    sklearn type by default in *any* skops load, which is why only the ``expkit score``
-    command (its own process) does. No effect once skops.io is imported.
+    sklearn type by default in *any* skops load, which is why only processes that just
+    score call it (``expkit score`` and the model host of :mod:`expkit.workers`). No
+    effect once skops.io is imported.
     """
     global _scan_estimators
     _scan_estimators = False
