@@ -140,7 +140,10 @@ class ScoringProcesses:
             if proc.is_alive():
                 proc.terminate()
         for proc in procs:
-            proc.join()
+            proc.join(timeout=10)
+            if proc.is_alive():  # stuck where SIGTERM cannot end it
+                proc.kill()
+                proc.join()
         for q in (self.tasks, self.results):
             q.cancel_join_thread()
             q.close()
@@ -196,6 +199,9 @@ def _host(receive, n: int, tasks, results, scoring) -> None:
     """The model host: import scikit-learn and skops while the command starts, load the
     model it sends, fork ``n`` workers sharing it and report a worker that dies."""
     _child()
+    # GNU OpenMP's thread pool does not survive fork: a runtime this process inherited (the
+    # caller trained or predicted in-process) may hang a worker that starts OpenMP threads
+    openmp_threads = 1 if _openmp_loaded() else None
     try:
         from .models.bundle import preload, skip_skops_estimator_scan
 
@@ -212,7 +218,7 @@ def _host(receive, n: int, tasks, results, scoring) -> None:
         _keep_freed_memory()
         ctx = multiprocessing.get_context("fork")
         workers = [ctx.Process(target=_score_tasks, name=f"expkit-score-{i}", daemon=True,
-                               args=(scorer, tasks, results, n)) for i in range(n)]
+                               args=(scorer, tasks, results, n, openmp_threads)) for i in range(n)]
         for worker in workers:
             worker.start()
         scoring.set()
@@ -266,16 +272,29 @@ def _read_and_prepare(scorer, read, tasks, results, n_workers: int, scoring) -> 
     results.join_thread()
 
 
-def _score_tasks(scorer, tasks, results, n_workers: int) -> None:
-    """A scoring worker: prepared chunks in, arrow tables out (several times cheaper to pass)."""
+def _openmp_loaded() -> bool:
+    """Whether an OpenMP runtime is loaded in this process (Linux)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any(name in line for line in maps for name in ("libgomp", "libomp", "libiomp"))
+    except OSError:
+        return True  # cannot tell: assume the worst
+
+
+def _score_tasks(scorer, tasks, results, n_workers: int, openmp_threads: int | None) -> None:
+    """A scoring worker: prepared chunks in, arrow tables out (several times cheaper to pass).
+
+    The workers share the CPUs: native thread pools (BLAS, OpenMP) are sized to a worker's
+    share, OpenMP to ``openmp_threads`` when given (1 where its runtime was inherited).
+    """
     import pyarrow as pa
     from threadpoolctl import threadpool_limits
 
     from .scorer import scored
 
     _child()
-    # the workers share the CPUs: native thread pools (BLAS, OpenMP) sized to a worker's share
-    threadpool_limits(max(1, len(os.sched_getaffinity(0)) // n_workers))
+    share = max(1, len(os.sched_getaffinity(0)) // n_workers)
+    threadpool_limits({"blas": share, "openmp": openmp_threads or share})
     while (task := tasks.get()) is not None:
         seq, offset, prepared, summary = pickle.loads(task)
         try:

@@ -505,3 +505,30 @@ def test_read_ahead_passes_errors_and_stops_early():
     import threading
 
     assert not [t for t in threading.enumerate() if t.name == "expkit-read"]
+
+
+@pytest.mark.skipif(workers.n_workers(2) == 1 or len(__import__("os").sched_getaffinity(0)) < 2,
+                    reason="needs fork (Linux) and 2 CPUs")
+@pytest.mark.timeout(120)
+def test_workers_do_not_hang_after_this_process_used_openmp(model, runs_dir, tmp_path, monkeypatch):
+    """A notebook that trained and predicted with histogram boosting (OpenMP threads), then
+    scores a file with fewer workers than CPUs: GNU OpenMP's thread pool does not survive
+    fork, so a forked worker predicting with several OpenMP threads would wait forever."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from threadpoolctl import threadpool_limits
+
+    train = leads(2000, seed=5)
+    pre = ColumnTransformer([("num", SimpleImputer(), ["spend", "visits"])])
+    hgb = make_pipeline(pre, HistGradientBoostingClassifier(max_iter=20)).fit(
+        train[SCHEMA.features], train["converted"])
+    with threadpool_limits(2, user_api="openmp"):
+        hgb.predict_proba(leads(20_000, seed=6)[SCHEMA.features])  # OpenMP threads in this process
+    monkeypatch.setattr(model, "pipeline", hgb)
+    src = tmp_path / "in.csv"
+    leads(3000, seed=7).to_csv(src, index=False)
+    one = scoring.score_file(src, tmp_path / "one.csv", app="leads", chunksize=1000, n_jobs=1)
+    processes = workers.ScoringProcesses(1)  # one worker: all the CPUs for its OpenMP pool
+    forked = scoring.score_file(src, tmp_path / "forked.csv", app="leads", chunksize=1000,
+                                processes=processes)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "forked.csv"))
+    assert one["score_counts"] == forked["score_counts"]

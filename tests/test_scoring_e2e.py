@@ -209,7 +209,9 @@ def test_ctrl_c_or_sigterm_while_scoring_leaves_nothing_behind(runs, tmp_path, h
         env={**os.environ, "EXPKIT_RUNS": str(runs)})
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob(".out.csv.*.tmp")):  # the output is being written
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"never started writing: {proc.communicate(timeout=30)}")
         time.sleep(0.02)
     if how == "ctrl-c":
         os.killpg(proc.pid, signal.SIGINT)
