@@ -18,6 +18,7 @@ which share the loaded model's memory. This module imports only the standard lib
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -81,7 +82,8 @@ class ScoringProcesses:
         # not a daemon: daemonic processes may not fork; close() ends it in any case
         self.host = self.ctx.Process(target=_host, name="expkit-model", daemon=False,
                                      args=(receive, n, self.tasks, self.results, self.scoring))
-        self.host.start()
+        with _signals_held():
+            self.host.start()
         receive.close()
         self.reader = None
         self._closed = False
@@ -94,7 +96,8 @@ class ScoringProcesses:
         """
         self.reader = self.ctx.Process(target=_read_and_prepare, name="expkit-read", daemon=True,
                                        args=(scorer, read, self.tasks, self.results, self.n, self.scoring))
-        self.reader.start()
+        with _signals_held():
+            self.reader.start()
         try:
             self._send.send(scorer)
         except OSError as exc:  # the model host is gone
@@ -149,12 +152,34 @@ class ScoringProcesses:
             q.close()
 
 
+_HELD = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C and SIGTERM while forking; the child releases them in :func:`_child`.
+
+    A child inherits this process's Python handlers (Ctrl-C raises KeyboardInterrupt,
+    ``expkit``'s SIGTERM handler raises Terminated). One arriving before the child set its
+    own could raise in the child before multiprocessing's guard, and a copy of this
+    process would run on (under pytest-xdist, a second process on the controller's
+    channel, which hung CI). Here a signal waits until the child's handlers are set.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _child() -> None:
     """Set-up of a forked process: Ctrl-C is the command's to handle (it stops the
     children), SIGTERM ends the child at once (whatever handler the command set), and a
-    child whose parent dies is terminated (Linux)."""
+    child whose parent dies is terminated (Linux). Signals held since the fork
+    (:func:`_signals_held`) are then delivered."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
     try:
         import ctypes
 
@@ -167,7 +192,9 @@ def _child() -> None:
 
 
 def _died(proc) -> ScoringError:
-    return ScoringError(f"scoring process {proc.name} died (exit code {proc.exitcode})",
+    code = proc.exitcode
+    how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    return ScoringError(f"scoring process {proc.name} died ({how})",
                         hint="out of memory? lower --chunksize or --jobs; nothing was written")
 
 
@@ -242,9 +269,9 @@ def _read_and_prepare(scorer, read, tasks, results, n_workers: int, scoring) -> 
     Up to AHEAD chunks wait while the model loads; once ``scoring`` is set, the queue
     is only topped up to STEADY_AHEAD, so memory does not depend on the file's size.
     """
+    _child()
     from .scorer import summarized
 
-    _child()
     seq = offset = 0
     chunks = read()
     try:

@@ -532,3 +532,46 @@ def test_workers_do_not_hang_after_this_process_used_openmp(model, runs_dir, tmp
                                 processes=processes)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "forked.csv"))
     assert one["score_counts"] == forked["score_counts"]
+
+
+@pytest.mark.skipif(workers.n_workers(2) == 1, reason="needs fork (Linux)")
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_right_after_fork_never_escapes_into_a_copy_of_this_process(
+        model, runs_dir, tmp_path, monkeypatch, signum):
+    """Ctrl-C, or SIGTERM under `expkit score` (whose handler raises), reaching a process just
+    forked, before it set its own handlers: the child must ignore it (SIGINT: the command
+    handles Ctrl-C) or end (SIGTERM), never raise this process's exception and run on as a
+    copy of it (under pytest-xdist, a second process talking to the controller)."""
+    import os
+    import signal
+
+    from expkit.errors import Terminated
+
+    def raise_terminated(*args):
+        raise Terminated()
+
+    this, real_fork, sig = os.getpid(), os.fork, getattr(signal, signum)
+
+    def fork():
+        pid = real_fork()
+        if pid == 0:
+            os.kill(os.getpid(), sig)  # arrives before the child runs any code of its own
+        return pid
+
+    src = tmp_path / "in.csv"
+    leads(300, seed=8).to_csv(src, index=False)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)  # as the CLI does
+    monkeypatch.setattr(os, "fork", fork)
+    try:
+        if signum == "SIGINT":
+            record = scoring.score_file(src, tmp_path / "out.csv", app="leads", chunksize=100, n_jobs=2)
+            assert record["rows"] == 300
+        else:
+            with pytest.raises(ScoringError, match="died"):  # the model host was terminated
+                scoring.score_file(src, tmp_path / "out.csv", app="leads", chunksize=100, n_jobs=2)
+    finally:
+        if os.getpid() != this:  # an escaped copy of this test process
+            (tmp_path / f"escaped-{os.getpid()}").touch()
+            os._exit(99)
+        signal.signal(signal.SIGTERM, previous)
+    assert not list(tmp_path.glob("escaped-*"))
