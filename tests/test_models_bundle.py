@@ -158,3 +158,64 @@ def test_load_without_skops_estimator_scan_gives_the_same_model(tmp_path):
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), pipe.predict_proba(X))
     assert proc.stdout.startswith("ModelError") and "untrusted" in proc.stdout
+
+
+TRUST_LISTS = """
+import json, sys
+import pandas, sklearn.utils
+from expkit.models import bundle
+if sys.argv[1] == "indexed":
+    bundle.skip_skops_estimator_scan()
+    bundle._skops_io()
+else:
+    sklearn.utils.all_estimators = lambda *a, **k: []  # the one list the fast import skips
+    import skops.io
+from skops.io import _trusted_types, _utils
+assert _utils.whichmodule.__qualname__ == "whichmodule", "the index outlived the import"
+json.dump({k: v for k, v in vars(_trusted_types).items() if k.endswith("_TYPE_NAMES")}, sys.stdout)
+"""
+
+
+def test_skops_imported_with_the_module_index_trusts_the_same_types():
+    """A scoring process finds scipy's ufuncs from an index of the loaded modules instead
+    of skops' getattr on every module: every default trust list comes out the same."""
+    import subprocess
+    import sys
+
+    def lists(how):
+        proc = subprocess.run([sys.executable, "-c", TRUST_LISTS, how], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    indexed, scanned = lists("indexed"), lists("scanned")
+    assert len(indexed["SCIPY_UFUNC_TYPE_NAMES"]) > 100 and len(indexed["NUMPY_UFUNC_TYPE_NAMES"]) > 50
+    assert indexed == scanned
+
+
+def test_indexed_whichmodule_answers_as_the_scan_does():
+    """Objects without ``__module__``, held by plain modules, by modules that compute
+    attributes, by none: the first holder in ``sys.modules`` order, as skops' own scan."""
+    import sys
+    import types
+
+    import numpy as np
+    import scipy.special
+    from skops.io._utils import whichmodule
+
+    from expkit.models._skops_import import indexed_whichmodule
+
+    lazy = types.ModuleType("expkit_test_lazy")
+    stray = type("Stray", (), {"__module__": None})()  # no module of its own, like a ufunc
+    lazy.__getattr__ = lambda name: stray if name == "stray" else (_ for _ in ()).throw(AttributeError(name))
+    sys.modules["expkit_test_lazy"] = lazy
+    try:
+        fast = indexed_whichmodule(whichmodule)
+        for name in ["expit", "erf", "gammaln", "ndtr"]:
+            obj = getattr(scipy.special, name)
+            assert fast(obj, name) == whichmodule(obj, name)
+        assert fast(stray, "stray") == whichmodule(stray, "stray") == "expkit_test_lazy"
+        assert fast(object(), "nowhere") == whichmodule(object(), "nowhere") == "__main__"
+        assert fast(np.add, "add") == whichmodule(np.add, "add")
+    finally:
+        del sys.modules["expkit_test_lazy"]

@@ -98,8 +98,9 @@ def skip_skops_estimator_scan() -> None:
     expkit does not need that list: :func:`_is_trusted` checks each type a file names,
     sklearn estimators included, one by one. A process that calls this trusts no
     sklearn type by default in *any* skops load, which is why only processes that just
-    score call it (``expkit score`` and the model host of :mod:`expkit.workers`). No
-    effect once skops.io is imported.
+    score call it (``expkit score`` and the model host of :mod:`expkit.workers`). Its
+    search for scipy's ufuncs is also answered from an index (same list, ~0.4 s less;
+    see :mod:`expkit.models._skops_import`). No effect once skops.io is imported.
     """
     global _scan_estimators
     _scan_estimators = False
@@ -112,10 +113,13 @@ def _skops_io():
         return skops.io
     import sklearn.utils
 
+    from ._skops_import import indexed_whichmodule, patched_on_import
+
     real = sklearn.utils.all_estimators
     sklearn.utils.all_estimators = lambda *args, **kwargs: []
     try:
-        import skops.io
+        with patched_on_import("skops.io._utils", "whichmodule", indexed_whichmodule):
+            import skops.io
     finally:
         sklearn.utils.all_estimators = real
     return skops.io

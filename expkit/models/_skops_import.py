@@ -1,0 +1,113 @@
+"""Importing skops faster in processes that only load expkit's models.
+
+When ``skops.io`` is imported it builds its default trust lists; for scipy's ufuncs,
+which have no ``__module__``, it finds each one's module by a ``getattr`` on every
+loaded module (pickle's ``whichmodule``): 422 ufuncs times ~1,700 modules, about 0.4 s of
+a scoring process's start-up. :func:`indexed_whichmodule` gives the same answers from an
+index of the loaded modules' namespaces built once; :func:`patched_on_import` installs
+it for the duration of the import only.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.abc
+import importlib.machinery
+import sys
+import types
+import warnings
+
+
+def indexed_whichmodule(real):
+    """``real`` (skops' ``whichmodule(obj, name)``: the first module in ``sys.modules``
+    order whose attribute ``name`` is ``obj``), answered from an index.
+
+    Plain modules are indexed by their ``__dict__``; modules that compute attributes
+    (a module ``__getattr__``, module subclasses) are asked with ``getattr`` as skops
+    does, in their place in the order. Anything the index cannot settle goes to ``real``.
+    """
+    state = {}
+
+    def index():
+        if not state:
+            first, computed, names = {}, [], []
+            for position, (name, module) in enumerate(list(sys.modules.items())):
+                names.append(name)
+                if name in ("__main__", "__mp_main__") or module is None:
+                    continue
+                namespace = getattr(module, "__dict__", None) if type(module) is types.ModuleType else None
+                if namespace is None or "__getattr__" in namespace:
+                    computed.append((position, name, module))
+                    continue
+                for attr, value in list(namespace.items()):
+                    first.setdefault((attr, id(value)), position)
+            state.update(first=first, computed=computed, names=names)
+        return state["first"], state["computed"], state["names"]
+
+    def whichmodule(obj, name):
+        if getattr(obj, "__module__", None) is not None or "." in name:
+            return real(obj, name)
+        first, computed, names = index()
+        position = first.get((name, id(obj)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for at, module_name, module in computed:
+                if position is not None and at > position:
+                    break
+                try:
+                    if getattr(module, name, None) is obj:
+                        return module_name
+                except (AttributeError, ImportError):
+                    continue
+        if position is not None:
+            module = sys.modules.get(names[position])
+            if module is not None and vars(module).get(name) is obj:  # still there
+                return names[position]
+        return real(obj, name)
+
+    return whichmodule
+
+
+class _AfterExec(importlib.abc.MetaPathFinder):
+    """Finds module ``name`` as the import system would and calls ``patch(module)``
+    right after it is executed."""
+
+    def __init__(self, name: str, patch):
+        self.name, self.patch = name, patch
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        execute, patch = spec.loader.exec_module, self.patch
+
+        def exec_module(module):
+            execute(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+@contextlib.contextmanager
+def patched_on_import(name: str, attribute: str, make):
+    """While the block runs, module ``name``, when imported, gets
+    ``attribute = make(original)``; the original is put back when the block ends.
+    Nothing happens if the module was imported before or is not found."""
+    patched = []
+
+    def patch(module):
+        original = getattr(module, attribute, None)
+        if original is not None:
+            setattr(module, attribute, make(original))
+            patched.append((module, original))
+
+    finder = _AfterExec(name, patch)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        for module, original in patched:
+            setattr(module, attribute, original)
