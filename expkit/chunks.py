@@ -38,6 +38,11 @@ def file_kind(path: Path, role: str) -> str:
                     hint="use .csv, .tsv or .parquet" + (" or .jsonl" if role == "input" else ""))
 
 
+def output_delimiter(path: Path) -> str:
+    """The field delimiter of a CSV output: a tab for ``.tsv``, else a comma."""
+    return "\t" if path.suffix.lower() == ".tsv" else ","
+
+
 def input_columns(path: Path) -> list[str]:
     """Column names of a CSV/Parquet/JSON-lines file, read without loading its rows.
 
@@ -235,9 +240,9 @@ class Writer:
     columns of distinct values such as ids, and smaller).
     """
 
-    def __init__(self, path: Path, kind: str, dictionary: bool = True):
+    def __init__(self, path: Path, kind: str, dictionary: bool = True, delimiter: str = ","):
         self.path, self.kind, self._pq, self._schema = path, kind, None, None
-        self.dictionary = dictionary
+        self.dictionary, self.delimiter = dictionary, delimiter
 
     def write(self, df) -> None:
         """Append a DataFrame or an arrow table."""
@@ -252,7 +257,8 @@ class Writer:
             if self.kind == "csv":
                 import pyarrow.csv as pcsv
 
-                self._pq = pcsv.CSVWriter(self.path, self._schema)
+                self._pq = pcsv.CSVWriter(self.path, self._schema,
+                                          write_options=pcsv.WriteOptions(delimiter=self.delimiter))
             else:
                 import pyarrow.parquet as pq
 

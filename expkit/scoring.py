@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import drift, scorelog
-from .chunks import Writer, file_kind, input_columns, iter_chunks, read_ahead
+from .chunks import Writer, file_kind, input_columns, iter_chunks, output_delimiter, read_ahead
 from .data import load
 from .errors import ScoringError, SchemaError
 from .runs import runs_dir as _runs_dir
@@ -61,7 +61,7 @@ class _Batch:
         self.ids_tmp = self.ids_path.with_name(self.ids_path.name + ".tmp")
         self.output = output
         self.out_tmp = None if output is None else output.with_name(f".{output.name}.{self.id}.tmp")
-        self.out = None if output is None else Writer(self.out_tmp, out_kind)
+        self.out = None if output is None else Writer(self.out_tmp, out_kind, delimiter=output_delimiter(output))
         self.ids = Writer(self.ids_tmp, "parquet", dictionary=False)
         self.rows = 0
         self.counts = np.zeros(10, dtype=np.int64)

@@ -128,6 +128,17 @@ def test_parquet_and_jsonl_inputs_parquet_output_keep_and_reasons(model, runs_di
     assert scorelog.count_batches(runs_dir) == 2
 
 
+def test_tsv_output_is_tab_separated_and_reads_back_as_its_input_would(model, runs_dir, tmp_path):
+    df = leads(120, seed=5)
+    df.to_csv(tmp_path / "in.tsv", sep="\t", index=False)
+    scoring.score_file(tmp_path / "in.tsv", tmp_path / "out.tsv", app="leads", chunksize=50)
+    header = (tmp_path / "out.tsv").read_text().splitlines()[0]
+    assert header.split("\t") == ['"lead_id"', '"score"', '"label"', '"model_version"']
+    out = pd.read_csv(tmp_path / "out.tsv", sep="\t")
+    assert out["lead_id"].tolist() == df["lead_id"].tolist()
+    np.testing.assert_allclose(out["score"], model.score(df[SCHEMA.features]), rtol=1e-6)
+
+
 def test_score_dataframe_logs_one_batch(model, runs_dir):
     df = leads(200, seed=3)
     out = scoring.score(df, app="leads", keep=["source"])
