@@ -24,7 +24,8 @@ _runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), 
 @click.option("--run", "run_id", default=None, help="Score with this run's model instead of production.")
 @click.option("--reasons", type=click.IntRange(0, 20), default=0, show_default=True,
               help="Top reasons per row to add.")
-@click.option("--keep", multiple=True, help="Input column to pass through (repeatable).")
+@click.option("--keep", multiple=True,
+              help="Input column(s) to pass through: repeatable or comma-separated (--keep a,b).")
 @click.option("--chunksize", type=click.IntRange(1), default=100_000, show_default=True,
               help="Rows scored at a time (bounds memory).")
 @click.option("--jobs", type=int, default=-1, show_default=True,
@@ -46,7 +47,8 @@ def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, ru
 
         skip_skops_estimator_scan()  # this process only scores: 1.5 s less start-up
         record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
-                            reasons=reasons, keep=keep, runs_dir=runs_dir, n_jobs=jobs,
+                            reasons=reasons, keep=[c.strip() for k in keep for c in k.split(",")],
+                            runs_dir=runs_dir, n_jobs=jobs,
                             processes=processes)
     finally:
         if processes is not None:

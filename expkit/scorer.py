@@ -93,11 +93,16 @@ class Scorer:
 
     def check_columns(self, columns: Sequence[str], source: str) -> None:
         """SchemaError listing every column the model needs that ``columns`` lacks."""
-        missing = [c for c in self.needed if c not in set(columns)]
+        present = set(columns)
+        kept = [c for c in self.keep if c not in present and c not in self.schema]
+        missing = [c for c in self.needed if c not in present and c not in kept]
         if missing:
             raise SchemaError(
                 f"{source} is missing {len(missing)} column(s) the model needs: {', '.join(missing)}",
                 hint="add them (empty values are fine); extra columns are ignored")
+        if kept:
+            raise SchemaError(f"{source} has no column {', '.join(map(repr, kept))} to keep (--keep)",
+                              hint=f"pass through columns it has: {', '.join(columns)}")
 
     def prepare(self, df: pd.DataFrame) -> pd.DataFrame:
         """The model's columns of ``df`` coerced to the types it was trained on."""

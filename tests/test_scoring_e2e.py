@@ -76,11 +76,11 @@ def test_train_promote_score_feedback_monitor(runs, tmp_path):
     fresh = batch_file(tmp_path / "fresh.csv", seed=11)
     out = tmp_path / "scored.csv"
     r = invoke("score", tmp_path / "fresh.csv", "-o", out, "--app", "leads", "--tenant", "acme",
-               "--keep", "tenant", "--chunksize", 250)
+               "--keep", "tenant,country", "--chunksize", 250)
     assert r.exit_code == 0, r.output
     assert "scored 700 rows" in r.stdout
     scored = pd.read_csv(out)
-    assert list(scored.columns) == ["lead_id", "tenant", "score", "label", "model_version"]
+    assert list(scored.columns) == ["lead_id", "tenant", "country", "score", "label", "model_version"]
     assert scored["lead_id"].tolist() == fresh["lead_id"].tolist() and (scored["model_version"] == 1).all()
     card = json.loads((Path(Registry(runs).production("leads")["model_dir"]) / "card.json").read_text())
     assert (scored["label"] == (scored["score"] >= card["threshold"]).astype(int)).all()
@@ -148,6 +148,8 @@ def test_bad_inputs_are_one_line_errors_and_change_nothing(runs, tmp_path):
     fails("score", tmp_path / "ok.csv", "-o", out, "--app", "nope", match="no production model")
     df.drop(columns=["spend", "country"]).to_csv(tmp_path / "missing.csv", index=False)
     fails("score", tmp_path / "missing.csv", "-o", out, "--app", "leads", match="country, spend")
+    fails("score", tmp_path / "ok.csv", "-o", out, "--app", "leads", "--keep", "notes",
+          match="no column 'notes' to keep")
     df.head(0).to_csv(tmp_path / "empty.csv", index=False)
     fails("score", tmp_path / "empty.csv", "-o", out, "--app", "leads", match="no data rows")
     bad = df.astype({"web_visits": object})
