@@ -89,7 +89,8 @@ def monitor(app, html_path, check, thresholds, runs_dir):
 
     result = run_monitor(app=app, runs_dir=runs_dir, thresholds=_parse_thresholds(thresholds))
     for name, value in zip(result.kpis["kpi"], result.kpis["value"]):
-        click.echo(f"{name:<34}{'-' if value != value else f'{value:,.4g}'}")
+        shown = "-" if value != value else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.4g}"
+        click.echo(f"{name:<34}{shown}")
     if result.models.empty:
         click.echo("no production models yet")
     else:

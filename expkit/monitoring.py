@@ -4,8 +4,11 @@
 score log and the run index and returns a :class:`MonitorResult` with tables
 (``kpis``, ``models``, ``drift``, ``alerts``, ``batches``, ``scores``), figures
 and a self-contained HTML dashboard. "Production" data of a model is its
-latest scored batch; drift is the PSI of the score and of every input field of
-that batch against the reference stored in the model card.
+latest scored batches, pooled newest first until they hold ``min_drift_rows`` rows
+(one batch when it is that large); drift is the PSI of the score and of every input
+field of those rows against the reference stored in the model card. Below
+``min_drift_rows`` rows in all, drift is shown but raises no alert: PSI on a few
+rows is noise.
 """
 from __future__ import annotations
 
@@ -38,12 +41,14 @@ DEFAULT_THRESHOLDS = {
     "fill_rate_change": 0.2,   # fill rate of a field moved this much: warning
     "unseen_share": 0.2,       # share of unseen categories in a field: warning
     "min_feedback": 20,        # scored rows with feedback needed for live AUROC
+    "min_drift_rows": 500,     # drift is measured on the latest batches holding this many rows
 }
+FEW_ROWS = "too few rows"  # drift level below min_drift_rows: shown, never alerted
 SCORE_FIELD = "(score)"
 ALERT_COLUMNS = ["level", "app", "tenant", "version", "check", "field", "value", "threshold", "message"]
 MODEL_COLUMNS = ["app", "tenant", "version", "run_id", "family", "promoted_at", "above_chance",
                  "eval_auroc", "live_auroc", "feedback_rows", "batches", "rows_scored",
-                 "last_scored", "score_psi", "max_field_psi", "worst_field", "status"]
+                 "last_scored", "drift_rows", "score_psi", "max_field_psi", "worst_field", "status"]
 DRIFT_COLUMNS = ["app", "tenant", "version", "field", "kind", "psi", "fill_rate_ref", "fill_rate",
                  "fill_rate_change", "unseen_share", "level"]
 BATCH_COLUMNS = ["id", "app", "tenant", "model_tenant", "version", "rows", "started_at", "finished_at",
@@ -117,7 +122,8 @@ class MonitorResult:
         if not self.alerts.empty:
             parts.append(_table(self.alerts, level_col="level"))
         parts += ["<h2>Production models</h2>", _table(self.models, level_col="status"),
-                  "<h2>Drift (latest batch vs training reference)</h2>",
+                  f"<h2>Drift (latest batches, at least {self.thresholds['min_drift_rows']:,.0f} rows "
+                  "in all, vs training reference)</h2>",
                   _table(self.drift, level_col="level")]
         return "".join(parts)
 
@@ -249,7 +255,7 @@ def evaluate(prod: list[dict], batches: pd.DataFrame, feedback: pd.DataFrame, ru
                "live_auroc": math.nan, "feedback_rows": 0, "batches": len(mine),
                "rows_scored": int(mine["rows"].sum()) if len(mine) else 0,
                "last_scored": mine["finished_at"].iloc[-1] if len(mine) else pd.NaT,
-               "score_psi": math.nan, "max_field_psi": math.nan, "worst_field": None}
+               "drift_rows": 0, "score_psi": math.nan, "max_field_psi": math.nan, "worst_field": None}
         if len(mine) and scored is not None:
             fb = feedback[(feedback["app"] == key[0]) & feedback["tenant"].isin(mine["tenant"])] \
                 if len(feedback) else feedback
@@ -257,11 +263,14 @@ def evaluate(prod: list[dict], batches: pd.DataFrame, feedback: pd.DataFrame, ru
                 fb = pd.concat([fb, _select(feedback, key[0], None)]).drop_duplicates()
             row["live_auroc"], row["feedback_rows"] = live_auroc(scored(mine), fb, th["min_feedback"])
         ref = card.get("reference") or {}
+        enough = True
         if len(mine):
-            latest = mine.iloc[-1]
+            latest = _latest_rows(mine, th["min_drift_rows"])
+            row["drift_rows"] = latest["rows"]
+            enough = latest["rows"] >= th["min_drift_rows"]
             d = _drift(ref, latest)
             for r in d.to_dict("records"):
-                r["level"] = _level(r["psi"], th)
+                r["level"] = _level(r["psi"], th) if enough else FEW_ROWS
                 drift_rows.append({"app": key[0], "tenant": key[1], "version": key[2], **r})
             score_rows += _score_rows(key, ref.get("score_buckets"), latest["score_counts"])
             fields = d[d["field"] != SCORE_FIELD]
@@ -272,7 +281,7 @@ def evaluate(prod: list[dict], batches: pd.DataFrame, feedback: pd.DataFrame, ru
                 row["max_field_psi"], row["worst_field"] = float(worst["psi"]), worst["field"]
         elif ref.get("score_buckets"):
             score_rows += _score_rows(key, ref["score_buckets"], None)
-        alerts += _model_alerts(row, [r for r in drift_rows if r["app"] == key[0]
+        alerts += _model_alerts(row, [r for r in drift_rows if enough and r["app"] == key[0]
                                       and r["tenant"] == key[1] and r["version"] == key[2]], th, now)
         models.append(row)
     models_df = pd.DataFrame(models, columns=MODEL_COLUMNS)
@@ -321,6 +330,23 @@ def _select(table: pd.DataFrame, app, tenant, version=None, tenant_col="tenant")
     if version is not None:
         mask &= table["version"].astype(str) == version
     return table[mask]
+
+
+def _latest_rows(batches: pd.DataFrame, min_rows: float) -> dict:
+    """The latest batches (oldest first in ``batches``) pooled newest first until they
+    hold ``min_rows`` rows: ``{"rows", "fields", "score_counts"}`` as of one batch."""
+    picked, rows = [], 0
+    for b in reversed(batches.to_dict("records")):
+        picked.append(b)
+        rows += int(b["rows"])
+        if rows >= min_rows:
+            break
+    if len(picked) == 1:
+        return {"rows": rows, "fields": picked[0]["fields"], "score_counts": picked[0]["score_counts"]}
+    fields = drift.merge([{"fields": b["fields"] or {}, "rows": int(b["rows"])} for b in picked])["fields"]
+    counts = [b["score_counts"] for b in picked if b["score_counts"]]
+    return {"rows": rows, "fields": fields,
+            "score_counts": [int(c) for c in np.sum(counts, axis=0)] if counts else None}
 
 
 def _drift(ref: Mapping, batch) -> pd.DataFrame:
@@ -512,7 +538,7 @@ def _fig_score_distributions(scores: pd.DataFrame):
         ax.set_ylabel("% of predictions", fontsize=8)
         if i == 0:
             ax.legend(fontsize=7)
-    fig.suptitle("Score distribution: evaluation vs production (latest batch)")
+    fig.suptitle("Score distribution: evaluation vs production (latest batches)")
     fig.tight_layout()
     return fig
 
@@ -584,6 +610,8 @@ def _fmt(v) -> str:
         return ""
     if isinstance(v, float):
         return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        return f"{v:,}"
     if isinstance(v, (datetime, pd.Timestamp)):
         return f"{v:%Y-%m-%d %H:%M}"
     return str(v)

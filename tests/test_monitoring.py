@@ -152,6 +152,7 @@ def test_figures_and_self_contained_html(tmp_path):
     assert (tmp_path / "m.html").read_text() == page
     assert page.count("data:image/png;base64,") == 4 and "src=\"http" not in page
     assert "spend" in page and "class='alert'" in page
+    assert "<td>4,000</td>" in page  # rows scored, with a thousands separator
     assert "Production models" in res._repr_html_()
 
 
@@ -161,3 +162,30 @@ def test_empty_runs_folder_gives_empty_result(tmp_path):
     assert "No production models yet" in res.to_html()
     assert "<td>models in production</td><td>0</td>" in res.to_html()  # a count, not "0.000"
     assert not (tmp_path / "nothing").exists()
+
+
+def test_drift_is_measured_on_enough_rows_not_on_a_tiny_last_batch():
+    """A 19-row test batch must not turn the dashboard red: drift pools the latest batches
+    until they hold min_drift_rows rows; below that in all, drift is shown but not alerted."""
+    big, tiny = table(seed=1), table(n=19, seed=2, spend_scale=10)
+    res = run([batch(1, NOW - timedelta(days=1), big, scores(seed=1)),
+               batch(2, NOW - timedelta(hours=1), tiny, scores(n=19, seed=2, shift=0.3))])
+    assert res.ok and res.alerts.empty
+    m = res.models.iloc[0]
+    assert m["drift_rows"] == 2019 and m["score_psi"] < 0.1
+    # the pooled summary is that of both batches' rows together
+    pooled = drift.summarize(pd.concat([big, tiny]), CARD["reference"])["fields"]
+    d = res.drift.set_index("field")
+    assert d.loc["spend", "psi"] == pytest.approx(drift.psi(CARD["reference"]["fields"]["spend"]["shares"],
+                                                            pooled["spend"]["shares"]), rel=1e-9)
+    # the tiny batch alone: shown, level "too few rows", no alert
+    alone = run([batch(2, NOW - timedelta(hours=1), tiny, scores(n=19, seed=2, shift=0.3))])
+    assert alone.ok and alone.alerts.empty and (alone.drift["level"] == monitoring.FEW_ROWS).all()
+    assert alone.models.iloc[0]["drift_rows"] == 19 and alone.models.iloc[0]["max_field_psi"] > 0.25
+    # a shifted batch that is big enough on its own is judged alone
+    shifted = run([batch(1, NOW - timedelta(days=1), big, scores(seed=1)),
+                   batch(2, NOW - timedelta(hours=1), table(n=600, seed=3, spend_scale=10),
+                         scores(n=600, seed=3, shift=0.3))])
+    assert not shifted.ok and shifted.models.iloc[0]["drift_rows"] == 600
+    assert run([batch(2, NOW, tiny, scores(n=19, seed=2))], min_drift_rows=10).drift["level"].ne(
+        monitoring.FEW_ROWS).all()
