@@ -263,15 +263,17 @@ def evaluate(prod: list[dict], batches: pd.DataFrame, feedback: pd.DataFrame, ru
                 fb = pd.concat([fb, _select(feedback, key[0], None)]).drop_duplicates()
             row["live_auroc"], row["feedback_rows"] = live_auroc(scored(mine), fb, th["min_feedback"])
         ref = card.get("reference") or {}
-        enough = True
+        alerted = []  # this model's drift rows that may raise alerts
         if len(mine):
             latest = _latest_rows(mine, th["min_drift_rows"])
             row["drift_rows"] = latest["rows"]
             enough = latest["rows"] >= th["min_drift_rows"]
             d = _drift(ref, latest)
-            for r in d.to_dict("records"):
-                r["level"] = _level(r["psi"], th) if enough else FEW_ROWS
-                drift_rows.append({"app": key[0], "tenant": key[1], "version": key[2], **r})
+            mine_drift = [{"app": key[0], "tenant": key[1], "version": key[2], **r,
+                           "level": _level(r["psi"], th) if enough else FEW_ROWS}
+                          for r in d.to_dict("records")]
+            drift_rows += mine_drift
+            alerted = mine_drift if enough else []
             score_rows += _score_rows(key, ref.get("score_buckets"), latest["score_counts"])
             fields = d[d["field"] != SCORE_FIELD]
             row["score_psi"] = float(d.loc[d["field"] == SCORE_FIELD, "psi"].iloc[0]) \
@@ -281,8 +283,7 @@ def evaluate(prod: list[dict], batches: pd.DataFrame, feedback: pd.DataFrame, ru
                 row["max_field_psi"], row["worst_field"] = float(worst["psi"]), worst["field"]
         elif ref.get("score_buckets"):
             score_rows += _score_rows(key, ref["score_buckets"], None)
-        alerts += _model_alerts(row, [r for r in drift_rows if enough and r["app"] == key[0]
-                                      and r["tenant"] == key[1] and r["version"] == key[2]], th, now)
+        alerts += _model_alerts(row, alerted, th, now)
         models.append(row)
     models_df = pd.DataFrame(models, columns=MODEL_COLUMNS)
     alerts_df = pd.DataFrame(alerts, columns=ALERT_COLUMNS)

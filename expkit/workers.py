@@ -18,7 +18,6 @@ which share the loaded model's memory. This module imports only the standard lib
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import multiprocessing
 import os
@@ -82,8 +81,7 @@ class ScoringProcesses:
         # not a daemon: daemonic processes may not fork; close() ends it in any case
         self.host = self.ctx.Process(target=_host, name="expkit-model", daemon=False,
                                      args=(receive, n, self.tasks, self.results, self.scoring))
-        with _signals_held():
-            self.host.start()
+        _start(self.host)
         receive.close()
         self.reader = None
         self._closed = False
@@ -96,8 +94,7 @@ class ScoringProcesses:
         """
         self.reader = self.ctx.Process(target=_read_and_prepare, name="expkit-read", daemon=True,
                                        args=(scorer, read, self.tasks, self.results, self.n, self.scoring))
-        with _signals_held():
-            self.reader.start()
+        _start(self.reader)
         try:
             self._send.send(scorer)
         except OSError as exc:  # the model host is gone
@@ -155,9 +152,9 @@ class ScoringProcesses:
 _HELD = {signal.SIGINT, signal.SIGTERM}
 
 
-@contextlib.contextmanager
-def _signals_held():
-    """Hold Ctrl-C and SIGTERM while forking; the child releases them in :func:`_child`.
+def _start(proc) -> None:
+    """Start (fork) ``proc`` with Ctrl-C and SIGTERM held; the child releases them in
+    :func:`_child`.
 
     A child inherits this process's Python handlers (Ctrl-C raises KeyboardInterrupt,
     ``expkit``'s SIGTERM handler raises Terminated). One arriving before the child set its
@@ -167,7 +164,7 @@ def _signals_held():
     """
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     try:
-        yield
+        proc.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
@@ -176,7 +173,7 @@ def _child() -> None:
     """Set-up of a forked process: Ctrl-C is the command's to handle (it stops the
     children), SIGTERM ends the child at once (whatever handler the command set), and a
     child whose parent dies is terminated (Linux). Signals held since the fork
-    (:func:`_signals_held`) are then delivered."""
+    (:func:`_start`) are then delivered."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)

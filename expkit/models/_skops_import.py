@@ -10,6 +10,7 @@ it for the duration of the import only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.abc
 import importlib.machinery
 import sys
@@ -25,23 +26,21 @@ def indexed_whichmodule(real):
     (a module ``__getattr__``, module subclasses) are asked with ``getattr`` as skops
     does, in their place in the order. Anything the index cannot settle goes to ``real``.
     """
-    state = {}
-
+    @functools.cache
     def index():
-        if not state:
-            first, computed, names = {}, [], []
-            for position, (name, module) in enumerate(list(sys.modules.items())):
-                names.append(name)
-                if name in ("__main__", "__mp_main__") or module is None:
-                    continue
-                namespace = getattr(module, "__dict__", None) if type(module) is types.ModuleType else None
-                if namespace is None or "__getattr__" in namespace:
-                    computed.append((position, name, module))
-                    continue
-                for attr, value in list(namespace.items()):
-                    first.setdefault((attr, id(value)), position)
-            state.update(first=first, computed=computed, names=names)
-        return state["first"], state["computed"], state["names"]
+        """Built at the first lookup, when the modules that hold the ufuncs are loaded."""
+        first, computed, names = {}, [], []
+        for position, (name, module) in enumerate(list(sys.modules.items())):
+            names.append(name)
+            if name in ("__main__", "__mp_main__") or module is None:
+                continue
+            namespace = getattr(module, "__dict__", None) if type(module) is types.ModuleType else None
+            if namespace is None or "__getattr__" in namespace:
+                computed.append((position, name, module))
+                continue
+            for attr, value in list(namespace.items()):
+                first.setdefault((attr, id(value)), position)
+        return first, computed, names
 
     def whichmodule(obj, name):
         if getattr(obj, "__module__", None) is not None or "." in name:
