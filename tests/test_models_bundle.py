@@ -162,12 +162,13 @@ def test_load_without_skops_estimator_scan_gives_the_same_model(tmp_path):
 
 TRUST_LISTS = """
 import json, sys
-import pandas, sklearn.utils
+import pandas
 from expkit.models import bundle
 if sys.argv[1] == "indexed":
     bundle.skip_skops_estimator_scan()
     bundle._skops_io()
 else:
+    import sklearn.utils
     sklearn.utils.all_estimators = lambda *a, **k: []  # the one list the fast import skips
     import skops.io
 from skops.io import _trusted_types, _utils
@@ -193,6 +194,61 @@ def test_skops_imported_with_the_module_index_trusts_the_same_types():
     assert indexed == scanned
 
 
+SCIPY_DOCS = """
+import sys
+import pandas
+from expkit.models import bundle
+bundle.skip_skops_estimator_scan()
+bundle._skops_io()
+import scipy.stats
+from scipy._lib import _array_api, _docscrape
+assert _array_api.FunctionDoc is _docscrape.FunctionDoc, "the stand-in outlived the import"
+assert "skops.io" in sys.modules and "scipy.stats" in sys.modules
+print(scipy.stats.ttest_ind.__doc__)
+print(round(float(scipy.stats.norm.cdf(1.0)), 4))
+"""
+
+
+def test_a_scoring_process_imports_scipy_without_parsing_its_docstrings():
+    """scipy's ``xp_capabilities`` parses the docstring of every ``scipy.stats`` function
+    at import (~0.5 s of a scoring process's start-up); a process that only scores
+    leaves them unparsed: same functions, docstrings without the array-API note."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", SCIPY_DOCS], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    *doc, cdf = proc.stdout.rstrip("\n").split("\n")
+    assert cdf == "0.8413"
+    doc = "\n".join(doc)
+    assert "Parameters" in doc and "Returns" in doc  # the docstring is there ...
+    # ... without the note scipy appends (it is there when scipy is imported as usual)
+    import scipy.stats
+
+    assert "Array API Standard Support" in scipy.stats.ttest_ind.__doc__
+    assert "Array API Standard Support" not in doc, "scipy no longer parses with FunctionDoc: drop UnparsedDoc"
+
+
+def test_unparsed_doc_hands_any_other_use_to_the_real_parser():
+    from scipy._lib._docscrape import FunctionDoc
+
+    from expkit.models._scoring_import import unparsed_docs
+
+    def f(x):
+        """Summary line.
+
+        Parameters
+        ----------
+        x : int
+            A number.
+        """
+
+    doc = unparsed_docs(FunctionDoc)(f)
+    doc["Notes"].append("dropped")
+    assert str(doc) == "\n" + f.__doc__
+    assert doc.get_func()[1] == "f"  # not a section lookup or str(): the real parser answers
+
+
 def test_indexed_whichmodule_answers_as_the_scan_does():
     """Objects without ``__module__``, held by plain modules, by modules that compute
     attributes, by none: the first holder in ``sys.modules`` order, as skops' own scan."""
@@ -203,7 +259,7 @@ def test_indexed_whichmodule_answers_as_the_scan_does():
     import scipy.special
     from skops.io._utils import whichmodule
 
-    from expkit.models._skops_import import indexed_whichmodule
+    from expkit.models._scoring_import import indexed_whichmodule
 
     lazy = types.ModuleType("expkit_test_lazy")
     stray = type("Stray", (), {"__module__": None})()  # no module of its own, like a ufunc

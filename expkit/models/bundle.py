@@ -99,8 +99,9 @@ def skip_skops_estimator_scan() -> None:
     sklearn estimators included, one by one. A process that calls this trusts no
     sklearn type by default in *any* skops load, which is why only processes that just
     score call it (``expkit score`` and the model host of :mod:`expkit.workers`). Its
-    search for scipy's ufuncs is also answered from an index (same list, ~0.4 s less;
-    see :mod:`expkit.models._skops_import`). No effect once skops.io is imported.
+    search for scipy's ufuncs is also answered from an index (same list, ~0.5 s less), and
+    scipy, if not imported yet, leaves its docstrings unparsed (~0.5 s less; see
+    :mod:`expkit.models._scoring_import`). No effect once skops.io is imported.
     """
     global _scan_estimators
     _scan_estimators = False
@@ -111,17 +112,18 @@ def _skops_io():
     if _scan_estimators or "skops.io" in sys.modules:
         import skops.io
         return skops.io
-    import sklearn.utils
+    from ._scoring_import import indexed_whichmodule, patched_on_import, unparsed_docs
 
-    from ._skops_import import indexed_whichmodule, patched_on_import
+    with patched_on_import("scipy._lib._array_api", "FunctionDoc", unparsed_docs):
+        import sklearn.utils
 
-    real = sklearn.utils.all_estimators
-    sklearn.utils.all_estimators = lambda *args, **kwargs: []
-    try:
-        with patched_on_import("skops.io._utils", "whichmodule", indexed_whichmodule):
-            import skops.io
-    finally:
-        sklearn.utils.all_estimators = real
+        real = sklearn.utils.all_estimators
+        sklearn.utils.all_estimators = lambda *args, **kwargs: []
+        try:
+            with patched_on_import("skops.io._utils", "whichmodule", indexed_whichmodule):
+                import skops.io
+        finally:
+            sklearn.utils.all_estimators = real
     return skops.io
 
 
