@@ -74,15 +74,14 @@ def reference_profile(df: pd.DataFrame, schema, scores=None, *, bins: int = 10,
                            "shares": _bin_shares(values, edges)}
         elif kind in _CATEGORICAL:
             counts = _category_counts(s, kind)
-            n_keys = int(counts.sum())
+            n_keys = sum(counts.values())
             total = max(n_keys, 1)
-            top = counts.iloc[:max_categories]
-            top = top[top >= min_share * total]
-            shares = {str(k): float(v) / total for k, v in top.items()}
+            top = list(counts.items())[:max_categories]
+            shares = {str(k): float(v) / total for k, v in top if v >= min_share * total}
             shares[OTHER] = max(0.0, 1.0 - sum(shares.values())) if n_keys else 0.0
             fields[col] = {"kind": "categorical", **base, "source": kind, "shares": shares,
-                           "values": [str(k) for k in counts.index[:max_values]],
-                           "n_values": int(len(counts))}
+                           "values": [str(k) for k in list(counts)[:max_values]],
+                           "n_values": len(counts)}
         elif kind in _TEXT:
             lengths = _text_lengths(s)
             edges = _quantile_edges(lengths, bins)
@@ -119,14 +118,13 @@ def summarize(df: pd.DataFrame, reference: Mapping) -> dict:
                            "shares": _bin_shares(values, ref["edges"])}
         elif kind == "categorical":
             counts = _category_counts(s, ref.get("source", "categorical"))
-            n_keys = int(counts.sum())
+            n_keys = sum(counts.values())
             total = max(n_keys, 1)
-            known = [k for k in ref["shares"] if k != OTHER]
-            listed = counts.reindex(known, fill_value=0)
+            listed = {k: counts.get(k, 0) for k in ref["shares"] if k != OTHER}
             shares = {k: float(v) / total for k, v in listed.items()}
-            shares[OTHER] = float(n_keys - listed.sum()) / total if n_keys else 0.0
-            seen = counts.index.isin(ref.get("values", known))
-            unseen = float(counts[~seen].sum()) / total
+            shares[OTHER] = float(n_keys - sum(listed.values())) / total if n_keys else 0.0
+            seen = set(ref.get("values", listed))
+            unseen = float(sum(v for k, v in counts.items() if k not in seen)) / total
             fields[col] = {"kind": kind, **base, "source": ref.get("source", "categorical"),
                            "shares": shares, "unseen_share": unseen}
         elif kind == "text":
@@ -290,37 +288,36 @@ def _text_lengths(s: pd.Series) -> np.ndarray:
     return s.dropna().astype(str).str.len().to_numpy(dtype=float)
 
 
-def _category_counts(s: pd.Series, kind: str) -> pd.Series:
-    """``{key: count}`` of a column's non-missing values, most frequent first.
+def _category_counts(s: pd.Series, kind: str) -> dict:
+    """``{key: count}`` of a column's non-missing values, most frequent first (ties by key).
 
     Keys are computed once per distinct value, not per row (for e-mail addresses held as
-    arrow strings: once per distinct domain).
+    arrow strings: once per distinct domain), and summed in a dict: a column has few
+    distinct keys, and pandas' per-call overhead would cost more than the counting.
     """
     arr = _arrow_strings(s)
+    totals: dict = {}
     if arr is not None:
         import pyarrow.compute as pc
 
-        extra = {}
         if kind == "email":
-            arr, extra = _email_domains(arr)
+            arr, totals = _email_domains(arr)
         vc = pc.value_counts(arr)
         present = pc.is_valid(vc.field("values"))
         uniques = pd.Series(pc.filter(vc.field("values"), present).to_pandas(types_mapper=pd.ArrowDtype),
                             dtype="str")
-        counts = pd.Series(pc.filter(vc.field("counts"), present).to_numpy())
-        if kind == "email":
-            uniques = _email_key(uniques.str.lower())
+        counts = pc.filter(vc.field("counts"), present).to_numpy()
+        if kind == "email":  # domains keep what followed the address: trailing blanks go
+            uniques = _email_key(uniques.str.rstrip().str.lower())
             kind = "categorical"
-        if extra:
-            uniques = pd.concat([uniques, pd.Series(list(extra), dtype="str")], ignore_index=True)
-            counts = pd.concat([counts, pd.Series(list(extra.values()))], ignore_index=True)
     else:
         codes, uniques = pd.factorize(s)  # missing values: code -1
         uniques = pd.Series(uniques)
-        counts = pd.Series(np.bincount(codes[codes >= 0], minlength=len(uniques)))
+        counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
     keys = _category_keys(uniques, kind)
-    counts = counts[keys.index].groupby(keys.to_numpy()).sum()
-    return counts.sort_values(ascending=False, kind="stable")
+    for key, n in zip(keys.tolist(), counts[keys.index.to_numpy()].tolist()):
+        totals[key] = totals.get(key, 0) + n
+    return dict(sorted(totals.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _email_domains(arr):
@@ -328,10 +325,9 @@ def _email_domains(arr):
     ``@`` of each address that has one (missing values skipped), and how many have none."""
     import pyarrow.compute as pc
 
-    keys = pc.utf8_trim_whitespace(arr)
-    valid = pc.filter(keys, pc.match_substring(keys, "@"))  # missing values dropped too
-    domains = pc.list_element(pc.split_pattern(valid, "@", max_splits=1, reverse=True), 1)
-    invalid = len(keys) - keys.null_count - len(valid)
+    parts = pc.split_pattern(arr, "@", max_splits=1, reverse=True)
+    domains = pc.list_element(pc.filter(parts, pc.equal(pc.list_value_length(parts), 2)), 1)
+    invalid = len(arr) - arr.null_count - len(domains)
     return domains, ({"(invalid)": invalid} if invalid else {})
 
 

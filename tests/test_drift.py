@@ -144,11 +144,12 @@ def test_arrow_string_summaries_equal_object_summaries():
     """pandas' default str columns are summarized in arrow; the result must be the same as
     for the same values held as Python objects (keys, fill rates, text lengths)."""
     emails = ["  x@GMAIL.com ", "", "   ", "no-at", "a@b@yahoo.com", None, "Z@Hotmail.CO.UK", "q@", "@",
-              "ann@acme.io", "bob@acme.io"] * 3
+              "ann@acme.io", "bob@acme.io", "c@ gmail.com", "d@yahoo.com\t"] * 3
     df = pd.DataFrame({
         "email": emails,
-        "country": ["", " ", " US ", None, "us", "é", "US", "DE", "DE", "FR", "US"] * 3,
-        "note": ["", "  ", "héllo", None, "x", "\u00a0", "\u3000 \u2003", "\x1c", " a ", "\t", "long text"] * 3,
+        "country": ["", " ", " US ", None, "us", "é", "US", "DE", "DE", "FR", "US", "FR", "é"] * 3,
+        "note": ["", "  ", "héllo", None, "x", "\u00a0", "\u3000 \u2003", "\x1c", " a ", "\t", "long text",
+                 "", "z"] * 3,
     }, dtype="str")
     schema = Schema.coerce({"email": "email", "country": "categorical", "note": "text"})
     as_objects = df.astype(object)
