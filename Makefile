@@ -32,7 +32,7 @@ lab: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/tournament.py
-	$(BIN)/python benchmarks/scoring.py --repeat 5
+	$(BIN)/python benchmarks/scoring.py --repeat 7
 	$(BIN)/python benchmarks/runs.py
 
 clean:
