@@ -7,7 +7,7 @@ replaced for the duration of the import only (:func:`patched_on_import`):
   which have no ``__module__``, it finds each one's module by a ``getattr`` on every
   loaded module (pickle's ``whichmodule``): 422 ufuncs times ~1,700 modules, about 0.4 s.
   :func:`indexed_whichmodule` gives the same answers from an index of the loaded
-  modules' namespaces built once.
+  modules' values of that type, built once.
 - scikit-learn imports ``scipy.stats``, whose functions are decorated with scipy's
   ``xp_capabilities``: it parses each function's numpydoc docstring to append a note on
   array-API support, about 0.5 s. :class:`UnparsedDoc` leaves the docstrings as they are.
@@ -92,6 +92,8 @@ class UnparsedDoc:
         return "\n" + (getattr(self._func, "__doc__", None) or "")
 
     def __getattr__(self, name):
+        if name in ("_make", "_func", "_sections"):  # not set up (e.g. a copy): no recursion
+            raise AttributeError(name)
         return getattr(self._make(), name)
 
 
