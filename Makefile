@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export MPLBACKEND := Agg
 
-.PHONY: demo test lab bench clean
+.PHONY: demo test lint lab bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,11 @@ demo: $(VENV)/.core
 	$(BIN)/expkit demo
 
 test: $(VENV)/.dev
+	$(BIN)/ruff check expkit tests benchmarks
 	$(BIN)/python -m pytest -n 2 --dist loadfile -q --nbval-lax --nbval-cell-timeout=900 tests templates notebooks
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check expkit tests benchmarks
 
 lab: $(VENV)/.dev
 	$(BIN)/jupyter lab notebooks

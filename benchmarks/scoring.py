@@ -134,7 +134,7 @@ def bare_rows(bundle, src: Path):
     """The file's rows in memory with the column types of training, as the bare call gets them."""
     import pandas as pd
 
-    from expkit.scorer import Scorer
+    from expkit.scoring.scorer import Scorer
 
     scorer = Scorer(bundle, version="bench")
     return scorer.prepare(pd.read_csv(src))[scorer.features]
@@ -149,7 +149,8 @@ def bare(bundle, rows) -> float:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the smaller file (the larger has twice as many)")
+    parser.add_argument("--rows", type=int, default=1_000_000,
+                        help="rows of the smaller file (the larger has twice as many)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (the median is reported)")
     args = parser.parse_args(argv)
     import compileall

@@ -20,7 +20,9 @@ The public API is short; each name is documented where it is defined:
 Submodules are imported lazily so ``import expkit`` stays fast. The modules
 behind ``profile`` and ``monitor`` are ``expkit.profiling`` and
 ``expkit.monitoring``: a submodule named like a package attribute would
-replace that attribute on first import.
+replace that attribute on first import. The package layout follows the data
+flow (see ``docs/design.md``): data, schema, profiling, drift, features, models,
+templates, run/runs, execute, registry/promote, scoring, monitoring, cli, widgets.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ _LAZY = {
     "Tournament": ("expkit.models.tournament", "Tournament"),
     "register_family": ("expkit.models.families", "register_family"),
     "load_model": ("expkit.models.bundle", "load_model"),
-    "Run": ("expkit.runs", "Run"),
+    "Run": ("expkit.run", "Run"),
     "runs": ("expkit.runs", None),
     "score": ("expkit.scoring", "score"),
     "monitor": ("expkit.monitoring", "monitor"),

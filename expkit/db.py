@@ -1,22 +1,21 @@
-"""The run index database: one SQLAlchemy ``Base`` shared by every table.
+"""The index database: one SQLAlchemy ``Base``, an engine per URL, and sessions.
 
-By default the index is a SQLite file ``index.db`` in the runs folder, opened
-in WAL mode with a busy timeout so that several ``expkit run`` processes (and
-their kernels) can write at once. Every transaction starts with
-``BEGIN IMMEDIATE``, so a writer takes the lock up front instead of failing
-half-way; taking the lock is retried on "database is locked". Any other
-SQLAlchemy URL can be used through ``$EXPKIT_DB`` (e.g. PostgreSQL for a team).
+By default the index is a SQLite file ``index.db`` in the runs folder, opened in
+WAL mode with a busy timeout so that several ``expkit run`` processes (and their
+kernels) can write at once. Every transaction starts with ``BEGIN IMMEDIATE``, so a
+writer takes the lock up front instead of failing half-way; taking the lock is
+retried on "database is locked". Any other SQLAlchemy URL can be used through
+``$EXPKIT_DB`` (e.g. PostgreSQL for a team).
 
-The tables live next to the code that owns them (``expkit.runs``,
-``expkit.registry``, ``expkit.scorelog``); :func:`create_all` imports those
-modules so that one call creates every table.
+Tables are declared on :class:`Base` by the modules that own them (runs, registry,
+score log); this module imports none of them. :func:`session` creates, on first
+use of an engine, every table declared so far, and any declared later on the next
+session after it was imported.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
-import os
 import random
 import threading
 import time
@@ -28,16 +27,17 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from .paths import db_url
+
 log = logging.getLogger(__name__)
 
-#: Modules that define tables on :class:`Base`; optional ones may not exist yet.
-TABLE_MODULES = ("expkit.runs", "expkit.registry", "expkit.scorelog")
 #: Seconds SQLite waits for a lock before giving up on one attempt.
 BUSY_TIMEOUT = 30
 #: Attempts at taking the write lock before an error is raised.
 RETRIES = 8
 
 _engines: dict[str, Engine] = {}
+_created: dict[str, set[str]] = {}  # url -> tables created on that engine
 _lock = threading.Lock()
 
 
@@ -46,13 +46,8 @@ class Base(DeclarativeBase):
 
 
 def url(runs_dir=None) -> str:
-    """The database URL: ``$EXPKIT_DB`` if set, else ``sqlite:///<runs>/index.db``."""
-    env = os.environ.get("EXPKIT_DB")
-    if env:
-        return env
-    from .runs import runs_dir as _runs_dir
-
-    return f"sqlite:///{_runs_dir(runs_dir) / 'index.db'}"
+    """The database URL (see :func:`expkit.paths.db_url`)."""
+    return db_url(runs_dir)
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -72,12 +67,12 @@ def _sqlite_setup(engine: Engine) -> None:
 
 
 def engine(runs_dir=None) -> Engine:
-    """The (cached) engine of the index, with every table created.
+    """The (cached) engine of the index, with every table declared so far created.
 
     Parameters
     ----------
     runs_dir : str or Path, optional
-        Runs folder holding ``index.db``; see :func:`expkit.runs.runs_dir`.
+        Runs folder holding ``index.db``; see :func:`expkit.paths.runs_dir`.
         Ignored when ``$EXPKIT_DB`` is set.
     """
     key = url(runs_dir)
@@ -90,20 +85,22 @@ def engine(runs_dir=None) -> Engine:
             eng = create_engine(key, connect_args={"timeout": BUSY_TIMEOUT} if sqlite else {})
             if sqlite:
                 _sqlite_setup(eng)
-            _retry(lambda: create_all(eng))
             _engines[key] = eng
+            _created[key] = set()
+        missing = set(Base.metadata.tables) - _created[key]
+        if missing:
+            _retry(lambda: Base.metadata.create_all(eng))
+            _created[key] |= missing
     return eng
 
 
-def create_all(eng: Engine) -> None:
-    """Import every table module and create the missing tables."""
-    for name in TABLE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    Base.metadata.create_all(eng)
+def dispose() -> None:
+    """Close every cached engine's connections (e.g. before a fork, or in tests)."""
+    with _lock:
+        for eng in _engines.values():
+            eng.dispose()
+        _engines.clear()
+        _created.clear()
 
 
 def _locked(exc: Exception) -> bool:

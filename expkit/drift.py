@@ -233,7 +233,7 @@ def compare(reference: Mapping, summary: Mapping) -> pd.DataFrame:
 
 
 # -- helpers -------------------------------------------------------------------
-def _arrow_strings(s: pd.Series):
+def arrow_strings(s: pd.Series):
     """The pyarrow array behind a pyarrow-backed string Series (pandas' default ``str``), else None."""
     if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
         return s.array.__arrow_array__()
@@ -243,7 +243,7 @@ def _arrow_strings(s: pd.Series):
 def _fill_rate(s: pd.Series) -> float:
     if len(s) == 0:
         return 0.0
-    arr = _arrow_strings(s)
+    arr = arrow_strings(s)
     if arr is not None:  # filled: not missing and not blank, counted in arrow (no Python strings)
         import pyarrow.compute as pc
 
@@ -280,7 +280,7 @@ def _numbers(s: pd.Series) -> np.ndarray:
 
 def _text_lengths(s: pd.Series) -> np.ndarray:
     """Length in characters of each non-missing value."""
-    arr = _arrow_strings(s)
+    arr = arrow_strings(s)
     if arr is not None:
         import pyarrow.compute as pc
 
@@ -295,7 +295,7 @@ def _category_counts(s: pd.Series, kind: str) -> dict:
     arrow strings: once per distinct domain), and summed in a dict: a column has few
     distinct keys, and pandas' per-call overhead would cost more than the counting.
     """
-    arr = _arrow_strings(s)
+    arr = arrow_strings(s)
     totals: dict = {}
     if arr is not None:
         import pyarrow.compute as pc

@@ -14,9 +14,7 @@ one function is the executor interface to swap for Dask or similar.
 """
 from __future__ import annotations
 
-import ast
 import concurrent.futures as cf
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -26,210 +24,25 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import nbformat
 
+from . import _lazy
 from .errors import ConfigError, DataError, RunError, Terminated
-from .runs import Run, runs_dir as _runs_dir, safe_name
+from .files import sha256_file, write_text
+from .paths import runs_dir as _runs_dir
+from .paths import safe_name
+from .run import Run
+from .templates import (
+    INJECTED,
+    find_template,
+    resolve_params,
+    template_parameters,
+    template_version,
+)
 
 log = logging.getLogger(__name__)
 
 KERNEL = os.environ.get("EXPKIT_KERNEL", "python3")
-#: Parameters expkit injects itself; users do not pass them.
-INJECTED = ("run_dir",)
-_REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-_NONLITERAL = object()
 _NBCONVERT_LOG = logging.getLogger(__name__ + ".nbconvert")  # quiet: warns about image alt text
 _NBCONVERT_LOG.setLevel(logging.ERROR)
-
-
-# -- templates ------------------------------------------------------------------------
-def template_dirs(templates_dir=None) -> list[Path]:
-    """Folders searched for templates: ``templates_dir``, else ``$EXPKIT_TEMPLATES``,
-    ``./templates`` and the templates shipped next to the package."""
-    if templates_dir:
-        return [Path(templates_dir).absolute()]
-    dirs = [Path(p) for p in (os.environ.get("EXPKIT_TEMPLATES"), "templates") if p]
-    dirs.append(_REPO_TEMPLATES)
-    out: list[Path] = []
-    for d in (p.absolute() for p in dirs):
-        if d.is_dir() and d.resolve() not in [o.resolve() for o in out]:
-            out.append(d)
-    return out
-
-
-def available_templates(templates_dir=None) -> list[str]:
-    """Names of the templates found in :func:`template_dirs`."""
-    return sorted({p.stem for d in template_dirs(templates_dir) for p in d.glob("*.ipynb")})
-
-
-def find_template(name, templates_dir=None) -> Path:
-    """The template file for a name (``tournament``) or a path to an ``.ipynb``."""
-    text = str(name)
-    if text.endswith(".ipynb"):
-        path = Path(text)
-        if path.is_file():
-            return path.absolute()
-        raise RunError(f"template file {text} does not exist")
-    for d in template_dirs(templates_dir):
-        if "/" not in text and (d / f"{text}.ipynb").is_file():
-            return d / f"{text}.ipynb"
-    names = available_templates(templates_dir)
-    raise RunError(f"unknown template {text!r}",
-                   hint=f"available: {', '.join(names)}" if names else "no templates found")
-
-
-def file_hash(path) -> str:
-    """sha256 of a file's bytes (the template version runs record)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def parameters_cell(nb) -> tuple[int, Any]:
-    """Index and cell of a notebook's cell tagged ``parameters`` (RunError if none)."""
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            return index, cell
-    raise RunError("the notebook has no cell tagged 'parameters'",
-                   hint="tag the cell holding the parameter defaults with 'parameters'")
-
-
-def literal_parameters(source: str) -> dict:
-    """Parameter name -> default value from a parameters cell's source.
-
-    Statements that are not a plain ``name = <literal>`` map to a marker that
-    :func:`nonliteral` reports; a syntax error raises ConfigError.
-    """
-    try:
-        tree = ast.parse(source)
-    except SyntaxError as exc:
-        raise ConfigError(f"the parameters cell does not parse: {exc.msg} (line {exc.lineno})") from None
-    out: dict[str, Any] = {}
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [node.target] \
-            if isinstance(node, ast.AnnAssign) and node.value is not None else None
-        if not targets or not all(isinstance(t, ast.Name) for t in targets):
-            out[f"<line {node.lineno}>"] = _NONLITERAL
-            continue
-        try:
-            value = ast.literal_eval(node.value)
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            value = _NONLITERAL
-        for target in targets:
-            out[target.id] = value
-    return out
-
-
-def nonliteral(params: Mapping) -> list[str]:
-    """Names (or lines) of parameters whose default is not a literal."""
-    return [name for name, value in params.items() if value is _NONLITERAL]
-
-
-def template_parameters(path) -> dict:
-    """Parameter name -> default of a template (non-literal defaults map to None)."""
-    nb = nbformat.read(str(path), as_version=4)
-    try:
-        _, cell = parameters_cell(nb)
-    except RunError:
-        return {}
-    return {k: (None if v is _NONLITERAL else v) for k, v in literal_parameters(cell.source).items()
-            if not k.startswith("<")}
-
-
-# -- parameter values ------------------------------------------------------------------
-_TRUE = {"true", "yes", "y", "1", "on"}
-_FALSE = {"false", "no", "n", "0", "off"}
-
-
-def _wrong(name, value, default) -> ConfigError:
-    kind = type(default).__name__
-    return ConfigError(f"parameter {name!r}: {value!r} is not a valid {kind}",
-                       hint=f"the template's default is {default!r}")
-
-
-def coerce(name: str, value, default, *, from_string: bool):
-    """``value`` converted to the type of the template default ``default``.
-
-    Strings (from ``-p NAME VALUE``) are parsed; typed values (from a YAML
-    file) are checked. A ``None`` default accepts any literal.
-    """
-    if from_string:
-        text = str(value)
-        if isinstance(default, bool):
-            if text.lower() in _TRUE | _FALSE:
-                return text.lower() in _TRUE
-            raise _wrong(name, text, default)
-        if isinstance(default, int):
-            try:
-                return int(text)
-            except ValueError:
-                raise _wrong(name, text, default) from None
-        if isinstance(default, float):
-            try:
-                return float(text)
-            except ValueError:
-                raise _wrong(name, text, default) from None
-        if isinstance(default, str):
-            return text
-        if text.lower() in ("none", "null"):
-            return None
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            if isinstance(default, (list, tuple)):
-                value = [part.strip() for part in text.split(",") if part.strip()]
-            else:
-                return text  # a None default takes a plain string as is
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, (list, tuple)):
-        ok = isinstance(value, (list, tuple))
-        value = type(default)(value) if ok else value
-    else:
-        ok = isinstance(value, type(default))
-    if not ok:
-        raise _wrong(name, value, default)
-    return value
-
-
-def resolve_params(path, strings: Mapping[str, str] | None = None,
-                   values: Mapping[str, Any] | None = None) -> dict:
-    """Check and convert parameters for the template at ``path``.
-
-    Parameters
-    ----------
-    strings : mapping, optional
-        Values given as text (``-p NAME VALUE``), parsed to the default's type.
-    values : mapping, optional
-        Typed values (a YAML file or Python), checked against the default's type.
-        ``strings`` win over ``values``.
-    """
-    defaults = template_parameters(path)
-    out: dict[str, Any] = {}
-    for source, from_string in ((values or {}, False), (strings or {}, True)):
-        for name, value in source.items():
-            if name not in defaults or name in INJECTED:
-                known = [k for k in defaults if k not in INJECTED]
-                raise ConfigError(f"unknown parameter {name!r} for template {Path(path).stem!r}",
-                                  hint=f"parameters: {', '.join(known)}" if known else "it has none")
-            out[name] = coerce(name, value, defaults[name], from_string=from_string)
-    check_data_paths({**defaults, **out})
-    return out
-
-
-def check_data_paths(params: Mapping) -> None:
-    """DataError if a ``data``/``*_path``/``*_file`` parameter names a missing local file."""
-    for name, value in params.items():
-        if not (name == "data" or name.endswith(("_path", "_file"))) or not isinstance(value, str):
-            continue
-        if Path(value).expanduser().exists() or "://" in value:
-            continue  # a local file, or a URL the template reads itself
-        if ":" not in value.split("/")[0]:  # "scheme:name" sources are the template's business
-            raise DataError(f"parameter {name!r}: data path {value} does not exist",
-                            hint=f"looked in {Path.cwd()}")
 
 
 def check_runs_dir(root) -> Path:
@@ -310,10 +123,7 @@ def export_html(run: Run, error: Mapping | None = None) -> Path:
         body = (f"<html><head><title>{run.id}</title></head><body><h1>{run.id}</h1>"
                 f"<pre>{html.escape(str(message))}</pre>"
                 f"<p>The notebook could not be rendered: {html.escape(str(exc))}</p></body></html>")
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_text(target, body)
 
 
 def _kernel_manager(log_file: Path):
@@ -322,11 +132,12 @@ def _kernel_manager(log_file: Path):
     from jupyter_client.manager import AsyncKernelManager
 
     class RunKernelManager(AsyncKernelManager):
-        async def _async_launch_kernel(self, kernel_cmd, **kw):
+        async def start_kernel(self, **kw):
+            # start_kernel passes its keywords on to the kernel's Popen (documented)
             with open(log_file, "ab") as fh:
                 kw.setdefault("stdout", fh)
                 kw.setdefault("stderr", fh)
-                return await super()._async_launch_kernel(kernel_cmd, **kw)
+                return await super().start_kernel(**kw)
 
     return RunKernelManager
 
@@ -347,8 +158,7 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
     template = Path(template).absolute()
     name = name or template.stem
     template_nb = nbformat.read(str(template), as_version=4)
-    digest = file_hash(template)
-    from .promote import template_version
+    digest = sha256_file(template)
 
     defaults = {k: v for k, v in template_parameters(template).items() if k not in INJECTED}
     recorded = {**defaults, **(params or {}), **({"tenant": tenant} if tenant is not None else {})}
@@ -403,7 +213,8 @@ def _job(job: dict) -> dict:
     except Exception as exc:  # one tenant's trouble must not stop the others
         log.exception("tenant %s could not run", job.get("tenant"))
         return {"run_id": None, "tenant": job.get("tenant"), "status": "failed", "winner": None,
-                "metric_name": None, "metric": None, "error": f"{type(exc).__name__}: {exc}", "path": None, "report": None}
+                "metric_name": None, "metric": None, "error": f"{type(exc).__name__}: {exc}", "path": None,
+                "report": None}
 
 
 def map_jobs(fn: Callable[[dict], dict], jobs: Sequence[dict], workers: int = 1,
@@ -475,3 +286,16 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
     jobs = [{"template": str(path), "params": params, "tenant": t, "runs_dir": str(root),
              "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name} for t in tenants]
     return map_jobs(_job, jobs, workers, on_done)
+
+
+#: Names that moved elsewhere (deprecated aliases for one release).
+__getattr__ = _lazy.moved(__name__, {
+    'template_dirs': 'expkit.templates',
+    'available_templates': 'expkit.templates',
+    'parameters_cell': 'expkit.templates',
+    'literal_parameters': 'expkit.templates',
+    'nonliteral': 'expkit.templates',
+    'coerce': 'expkit.templates',
+    'check_data_paths': 'expkit.templates',
+    'file_hash': 'expkit.files:sha256_file',
+})

@@ -16,36 +16,22 @@ import copy
 import getpass
 import hashlib
 import logging
-import os
 import re
 import tempfile
 from pathlib import Path
 
 import nbformat
 
+from . import _lazy
 from .errors import PromotionError, RunError
-from .execute import check_runs_dir, execute, file_hash, literal_parameters, nonliteral, parameters_cell
-from .runs import now, read_json, write_json
+from .execute import check_runs_dir, execute
+from .files import now, sha256_file, write_json, write_text
+from .registry import Registry
+from .templates import HISTORY, history, literal_parameters, nonliteral, parameters_cell
 
 log = logging.getLogger(__name__)
 
-HISTORY = ".history.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-
-def history(templates_dir) -> dict:
-    """Template name -> list of versions (oldest first) recorded in ``templates_dir``."""
-    return read_json(Path(templates_dir) / HISTORY, {})
-
-
-def template_version(path, digest: str | None = None) -> int | None:
-    """The recorded version number of the template file at ``path`` (None if unknown)."""
-    path = Path(path)
-    digest = digest or file_hash(path)
-    for entry in history(path.parent).get(path.stem, []):
-        if entry["hash"] == digest:
-            return entry["version"]
-    return None
 
 
 def clean(nb):
@@ -117,7 +103,7 @@ def promote_notebook(path, name: str, *, templates_dir=None, runs_dir=None, reas
     versions = history(folder)
     entries = versions.setdefault(name, [])
     digest = hashlib.sha256(text.encode()).hexdigest()
-    if entries and entries[-1]["hash"] == digest and target.is_file() and file_hash(target) == digest:
+    if entries and entries[-1]["hash"] == digest and target.is_file() and sha256_file(target) == digest:
         return {"name": name, "version": entries[-1]["version"], "hash": digest, "path": str(target),
                 "scratch_run": None, "changed": False}
 
@@ -134,9 +120,7 @@ def promote_notebook(path, name: str, *, templates_dir=None, runs_dir=None, reas
     entry = {"version": (entries[-1]["version"] + 1) if entries else 1, "hash": digest,
              "promoted_at": now(), "by": by or getpass.getuser(), "source": str(source.absolute()),
              "scratch_run": result["run_id"], "reason": reason}
-    tmp_target = target.with_name(f".{target.name}.tmp")
-    tmp_target.write_text(text, encoding="utf-8")
-    os.replace(tmp_target, target)
+    write_text(target, text)
     entries.append(entry)
     write_json(folder / HISTORY, versions)
     log.info("template %s version %d saved to %s", name, entry["version"], target)
@@ -146,6 +130,11 @@ def promote_notebook(path, name: str, *, templates_dir=None, runs_dir=None, reas
 
 def promote_model(run_id: str, app: str, tenant=None, **kwargs) -> dict:
     """Promote a run's model to production; see :meth:`expkit.registry.Registry.promote`."""
-    from .registry import Registry
-
     return Registry(kwargs.pop("runs_dir", None)).promote(run_id, app, tenant, **kwargs)
+
+
+#: Names that moved elsewhere (deprecated aliases for one release).
+__getattr__ = _lazy.moved(__name__, {
+    'history': 'expkit.templates',
+    'template_version': 'expkit.templates',
+})

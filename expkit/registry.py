@@ -19,8 +19,10 @@ from sqlalchemy import Float, Index, Integer, String, Text, func, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db
-from .errors import RegistryError, PromotionError, RunError
-from .runs import get as get_run, now, runs_dir as _runs_dir
+from .errors import PromotionError, RegistryError, RunError
+from .files import now, sha256_file
+from .paths import runs_dir as _runs_dir
+from .run import get as get_run
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +128,6 @@ class Registry:
         hold-out metric may not be worse than it by more than ``tolerance``
         unless ``force``. Returns the new entry.
         """
-        from .models.bundle import sha256_file
-
         if not app or "/" in app:
             raise PromotionError(f"app name {app!r} is not valid")
         try:

@@ -11,9 +11,12 @@ import logging
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 from .errors import SchemaError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

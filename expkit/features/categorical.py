@@ -4,7 +4,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from .base import PLACEHOLDERS, ColumnVectorizer, factorize, one_hot, want_null_indicator
+from .base import (
+    PLACEHOLDERS,
+    ColumnVectorizer,
+    factorize,
+    one_hot,
+    want_null_indicator,
+)
 
 
 class CategoricalVectorizer(ColumnVectorizer):
@@ -37,9 +43,11 @@ class CategoricalVectorizer(ColumnVectorizer):
 
     def _fit(self, s, y):
         codes, uniques = factorize(s, self.placeholders)
-        self._fit_codes(codes, uniques)
+        self.fit_codes(codes, uniques)
 
-    def _fit_codes(self, codes, uniques):
+    def fit_codes(self, codes, uniques):
+        """Learn the top categories from factorized values (``codes`` into ``uniques``);
+        other vectorizers that factorize a column themselves (e-mail domains, short text) call it."""
         counts = np.bincount(codes[codes >= 0], minlength=len(uniques))
         # most frequent first, ties broken by value so fits are reproducible
         order = sorted(range(len(uniques)), key=lambda i: (-counts[i], str(uniques[i])))
@@ -50,9 +58,10 @@ class CategoricalVectorizer(ColumnVectorizer):
         self.feature_transforms_ = ["pivot"] * (len(self.categories_) + 1) + (["null"] if self.null_ else [])
 
     def _transform(self, s):
-        return self._transform_codes(*factorize(s, self.placeholders))
+        return self.transform_codes(*factorize(s, self.placeholders))
 
-    def _transform_codes(self, codes, uniques) -> sp.csr_matrix:
+    def transform_codes(self, codes, uniques) -> sp.csr_matrix:
+        """The one-hot block of factorized values (see :meth:`fit_codes`)."""
         position = {c: i for i, c in enumerate(self.categories_)}
         other = len(self.categories_)
         column_of_unique = np.array([position.get(str(u), other) for u in uniques] + [-1], dtype=np.int64)

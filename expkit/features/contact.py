@@ -3,13 +3,18 @@
 per distinct value."""
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from ..domains import FREE_MAIL
-from .base import PLACEHOLDERS, ColumnVectorizer, factorize, strings, want_null_indicator
+from .base import (
+    PLACEHOLDERS,
+    ColumnVectorizer,
+    factorize,
+    strings,
+    want_null_indicator,
+)
 from .categorical import CategoricalVectorizer
 
 EMAIL = r"^[\w.%+'-]+@(?:[\w-]+\.)+[A-Za-z]{2,}$"
@@ -39,7 +44,7 @@ class _ParsedColumn(ColumnVectorizer):
         if self.PIVOT:
             self.domains_ = CategoricalVectorizer(self.top_k, self.min_support, False, self.placeholders)
             dom_codes, dom_uniques = self._domain_codes(codes, domains)
-            self.domains_._fit_codes(dom_codes, dom_uniques)
+            self.domains_.fit_codes(dom_codes, dom_uniques)
             self.feature_suffixes_ += [f"domain={d}" for d in self.domains_.feature_suffixes_]
             self.feature_transforms_ += ["domain"] * len(self.domains_.feature_suffixes_)
         self.feature_suffixes_ += list(self.FLAGS) + (["null"] if self.null_ else [])
@@ -61,7 +66,7 @@ class _ParsedColumn(ColumnVectorizer):
         blocks = []
         if self.PIVOT:
             dom_codes, dom_uniques = self._domain_codes(codes, domains)
-            blocks.append(self.domains_._transform_codes(dom_codes, dom_uniques))
+            blocks.append(self.domains_.transform_codes(dom_codes, dom_uniques))
         flags = np.vstack([flags, np.zeros((1, flags.shape[1]))])[codes]
         blocks.append(sp.csr_matrix(flags))
         if self.null_:

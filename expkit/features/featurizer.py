@@ -66,7 +66,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
             keep = np.arange(Xt.shape[1])
         else:
             checker = clone(self.sanity) if isinstance(self.sanity, SanityChecker) else SanityChecker()
-            names, columns, transforms = tm._lineage_lists()
+            names, columns, transforms = tm.lineage_lists()
             onehot = [c if t in ONE_HOT_TRANSFORMS else None for c, t in zip(columns, transforms)]
             checker.fit(Xt, y, groups=columns, feature_names=names, onehot_groups=onehot)
             self.sanity_ = checker
@@ -86,15 +86,15 @@ class Featurizer(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "keep_")
         return np.asarray(self.feature_names_out_, dtype=object)
 
-    def _lineage_lists(self) -> tuple[list[str], list[str], list[str]]:
+    def lineage_lists(self) -> tuple[list[str], list[str], list[str]]:
         """(names, raw columns, transforms) of the kept features, from the
         Transmogrifier's lineage (generated, not stored, to keep models small)."""
         check_is_fitted(self, "keep_")
-        return tuple([lst[i] for i in self.keep_] for lst in self.transmogrifier_._lineage_lists())
+        return tuple([lst[i] for i in self.keep_] for lst in self.transmogrifier_.lineage_lists())
 
     @property
     def feature_names_out_(self) -> list[str]:
-        return self._lineage_lists()[0]
+        return self.lineage_lists()[0]
 
     @property
     def feature_names_out(self) -> list[str]:
@@ -108,7 +108,7 @@ class Featurizer(TransformerMixin, BaseEstimator):
 
     @property
     def lineage_(self) -> pd.DataFrame:
-        return _lineage_frame(*self._lineage_lists())
+        return _lineage_frame(*self.lineage_lists())
 
     @property
     def sanity_report_(self) -> pd.DataFrame:

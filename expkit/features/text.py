@@ -21,7 +21,13 @@ from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfTransformer
 from sklearn.utils import murmurhash3_32
 
 from ..errors import ConfigError
-from .base import PLACEHOLDERS, ColumnVectorizer, factorize, strings, want_null_indicator
+from .base import (
+    PLACEHOLDERS,
+    ColumnVectorizer,
+    factorize,
+    strings,
+    want_null_indicator,
+)
 from .categorical import CategoricalVectorizer
 
 SENTIMENTS = ("lexicon", "vader", None)
@@ -174,8 +180,8 @@ class TextVectorizer(ColumnVectorizer):
             self.pivot_ = CategoricalVectorizer(self.top_k, self.min_support, self.null_indicator,
                                                 self.placeholders)
             self.pivot_.column_ = self.column_
-            self.pivot_._fit_codes(codes, uniques)
-            return self._finish(self.pivot_._transform_codes(codes, uniques)) if transform else None
+            self.pivot_.fit_codes(codes, uniques)
+            return self._finish(self.pivot_.transform_codes(codes, uniques)) if transform else None
         self.pivot_ = None
         self.null_ = want_null_indicator(self.null_indicator, codes < 0)
         stats, tf = self._vectorize(codes, uniques)
@@ -205,7 +211,7 @@ class TextVectorizer(ColumnVectorizer):
     def _transform(self, s):
         codes, uniques = factorize(s, self.placeholders)
         if self.pivot_ is not None:
-            return self.pivot_._transform_codes(codes, uniques)
+            return self.pivot_.transform_codes(codes, uniques)
         return self._assemble(*self._vectorize(codes, uniques), codes)
 
     def _vectorize(self, codes, uniques):

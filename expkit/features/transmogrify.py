@@ -252,7 +252,7 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
 
     # Names and lineage are generated from the fitted vectorizers on demand, not
     # stored: one list entry per output column would dominate a saved model.
-    def _lineage_lists(self) -> tuple[list[str], list[str], list[str]]:
+    def lineage_lists(self) -> tuple[list[str], list[str], list[str]]:
         """(feature names, raw columns, transforms), one entry per output column."""
         check_is_fitted(self, "plan_")
         names, columns, transforms = [], [], []
@@ -265,22 +265,22 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
 
     @property
     def feature_names_out_(self) -> list[str]:
-        return self._lineage_lists()[0]
+        return self.lineage_lists()[0]
 
     @property
     def feature_columns_(self) -> list[str]:
         """Raw column (``a+b`` for extra features on several) of each output column."""
-        return self._lineage_lists()[1]
+        return self.lineage_lists()[1]
 
     @property
     def feature_transforms_(self) -> list[str]:
         """Transform that made each output column."""
-        return self._lineage_lists()[2]
+        return self.lineage_lists()[2]
 
     @property
     def lineage_(self) -> pd.DataFrame:
         """One row per output column: feature, raw column, transform."""
-        return _lineage_frame(*self._lineage_lists())
+        return _lineage_frame(*self.lineage_lists())
 
     # -- helpers -----------------------------------------------------------------
     @staticmethod

@@ -1,10 +1,13 @@
 """Model tournaments, evaluation, insights and model files.
 
 - :mod:`expkit.models.families`: the registry of model families (``register_family``).
-- :mod:`expkit.models.tournament`: ``tournament(...)`` and ``Tournament``.
+- :mod:`expkit.models.tournament`: ``tournament(...)`` and ``Tournament`` (the public front,
+  per tenant), over :mod:`~expkit.models.train` (one table: split, search, refit, evaluate),
+  :mod:`~expkit.models.search` (the Optuna study) and :mod:`~expkit.models.leaderboard`.
 - :mod:`expkit.models.evaluate`: metrics, above-chance test, score buckets, calibration choice.
 - :mod:`expkit.models.calibration`: `scores_of` and the calibrated winner (`CalibratedModel`).
 - :mod:`expkit.models.insights`: field importance and per-record reasons.
+- :mod:`expkit.models.plots`: evaluation and search figures.
 - :mod:`expkit.models.bundle`: ``save_model`` / ``load_model`` (skops + model card).
 
 The function is reached as ``expkit.tournament`` or

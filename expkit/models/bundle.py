@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,15 +18,35 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .. import _lazy
 from ..errors import ModelError
-from .result import jsonable, versions
+from ..files import versions, write_bytes, write_json
 
 MODEL_FILE = "model.skops"
 CARD_FILE = "card.json"
 
-#: Types (beyond skops' defaults) a saved expkit model may contain. Anything
-#: else found in a file makes :func:`load_model` refuse it.
+#: The types an expkit model file may hold beyond what skops trusts by default (skops
+#: trusts scikit-learn's public estimators and basic numpy/scipy types): expkit's own
+#: transformers and the scikit-learn, scipy internals the built-in families hold. A file
+#: for which ``skops.io.get_untrusted_types`` names anything else is refused.
 TRUSTED_TYPES = frozenset({
+    # expkit
+    "expkit.features.featurizer.Featurizer",
+    "expkit.features.transmogrify.Transmogrifier",
+    "expkit.features.sanity.SanityChecker",
+    "expkit.features.numeric.NumericVectorizer",
+    "expkit.features.categorical.CategoricalVectorizer",
+    "expkit.features.text.TextVectorizer",
+    "expkit.features.text.Tokens",
+    "expkit.features.contact.EmailVectorizer",
+    "expkit.features.contact.UrlVectorizer",
+    "expkit.features.contact.PhoneVectorizer",
+    "expkit.features.dates.DateVectorizer",
+    "expkit.models.families.DenseTopK",
+    "expkit.models.calibration.CalibratedModel",
+    "expkit.schema.ColumnType",
+    "expkit.schema.Schema",
+    # scikit-learn and scipy internals
     "scipy.sparse._csr.csr_matrix",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
@@ -38,103 +56,21 @@ TRUSTED_TYPES = frozenset({
     "sklearn.neighbors._ball_tree.BallTree",
     "sklearn.neighbors._kd_tree.KDTree",
     "sklearn.tree._tree.Tree",
-    "expkit.schema.ColumnType",
-    "expkit.schema.Schema",
 })
-
-#: Besides :data:`TRUSTED_TYPES`, a model may hold expkit's own transformers:
-#: sklearn estimator classes defined in these modules (the Featurizer and its
-#: vectorizers, the families' helpers). Nothing else from expkit is accepted.
-TRUSTED_MODULES = ("expkit.features", "expkit.models.families", "expkit.models.calibration")
+_extra_trusted: set[str] = set()
 
 
-def sha256_file(path) -> str:
-    """The sha256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def trust_types(*names: str) -> None:
+    """Accept more types in model files (e.g. what a family added with
+    :func:`~expkit.models.families.register_family` needs); full names as skops reports
+    them (``module.Class``). Only for types whose construction runs no arbitrary code."""
+    _extra_trusted.update(names)
 
 
-def _is_trusted(name: str) -> bool:
-    """Whether a type name found in a model file is on expkit's allow-list.
-
-    Besides :data:`TRUSTED_TYPES` and expkit's own estimators, a public, concrete
-    scikit-learn estimator class is accepted: what skops trusts by default (see
-    :func:`skip_skops_estimator_scan`).
-    """
-    if name in TRUSTED_TYPES:
-        return True
-    module, _, attr = name.rpartition(".")
-    # the classes sklearn's all_estimators() lists: public, concrete, outside test helpers
-    sklearn_estimator = (module.startswith("sklearn.") and not attr.startswith("_")
-                         and attr != "BaseEstimator" and not any(
-                             part in ("tests", "externals", "_testing", "estimator_checks")
-                             for part in module.split(".")))
-    if not sklearn_estimator and not any(module == m or module.startswith(m + ".")
-                                         for m in TRUSTED_MODULES):
-        return False
-    import importlib
-    import inspect
-
-    from sklearn.base import BaseEstimator
-    try:
-        obj = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError):
-        return False
-    return (isinstance(obj, type) and obj.__module__ == module and issubclass(obj, BaseEstimator)
-            and not inspect.isabstract(obj))
-
-
-_scan_estimators = True
-
-
-def skip_skops_estimator_scan() -> None:
-    """Have skops imported, when a model is loaded, without it listing every sklearn estimator.
-
-    On import, skops builds its default trust list with sklearn's ``all_estimators()``,
-    which imports every sklearn module: about 1.5 s of a scoring command's start-up.
-    expkit does not need that list: :func:`_is_trusted` checks each type a file names,
-    sklearn estimators included, one by one. A process that calls this trusts no
-    sklearn type by default in *any* skops load, which is why only processes that just
-    score call it (``expkit score`` and the model host of :mod:`expkit.workers`). Its
-    search for scipy's ufuncs is also answered from an index (same list, ~0.5 s less), and
-    scipy, if not imported yet, leaves its docstrings unparsed (~0.5 s less; see
-    :mod:`expkit.models._scoring_import`). No effect once skops.io is imported.
-    """
-    global _scan_estimators
-    _scan_estimators = False
-
-
-def _skops_io():
-    """The ``skops.io`` module (see :func:`skip_skops_estimator_scan`)."""
-    if _scan_estimators or "skops.io" in sys.modules:
-        import skops.io
-        return skops.io
-    from ._scoring_import import indexed_whichmodule, patched_on_import, unparsed_docs
-
-    with patched_on_import("scipy._lib._array_api", "FunctionDoc", unparsed_docs):
-        import sklearn.utils
-
-        real = sklearn.utils.all_estimators
-        sklearn.utils.all_estimators = lambda *args, **kwargs: []
-        try:
-            with patched_on_import("skops.io._utils", "whichmodule", indexed_whichmodule):
-                import skops.io
-        finally:
-            sklearn.utils.all_estimators = real
-    return skops.io
-
-
-def preload() -> None:
-    """Import what loading any expkit model needs (scikit-learn, skops, expkit's feature
-    pipeline and calibration), e.g. in a process that will receive the model later."""
-    _skops_io()
-    import sklearn.pipeline  # noqa: F401
-
-    from ..features import featurizer  # noqa: F401
-    from . import calibration  # noqa: F401
+def refused(names) -> list[str]:
+    """Those of ``names`` (what ``skops.io.get_untrusted_types`` reports for a file) that
+    expkit does not trust either."""
+    return [t for t in names if t not in TRUSTED_TYPES and t not in _extra_trusted]
 
 
 def save_model(model, directory, card: dict | None = None) -> Path:
@@ -167,18 +103,15 @@ def save_model(model, directory, card: dict | None = None) -> Path:
     full.update(card or {})
     full.setdefault("versions", versions())
     full.setdefault("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    path = directory / MODEL_FILE
-    tmp = directory / (MODEL_FILE + ".tmp")
-    sio.dump(pipeline, tmp, compression=zipfile.ZIP_DEFLATED)  # feature names compress ~30x
-    untrusted = [t for t in sio.get_untrusted_types(file=tmp) if not _is_trusted(t)]
-    if untrusted:
-        tmp.unlink()
-        raise ModelError(f"the model contains types outside expkit's trusted list: {untrusted}",
-                         hint="add them to expkit.models.bundle.TRUSTED_TYPES if they are safe")
-    os.replace(tmp, path)
-    full["sha256"] = sha256_file(path)
+    data = sio.dumps(pipeline, compression=zipfile.ZIP_DEFLATED)  # feature names compress ~30x
+    bad = refused(sio.get_untrusted_types(data=data))
+    if bad:
+        raise ModelError(f"the model contains types outside expkit's trusted list: {bad}",
+                         hint="if they are safe, trust them with expkit.models.bundle.trust_types(...)")
+    write_bytes(directory / MODEL_FILE, data)
+    full["sha256"] = hashlib.sha256(data).hexdigest()
     full["model_file"] = MODEL_FILE
-    (directory / CARD_FILE).write_text(json.dumps(jsonable(full), indent=2), encoding="utf-8")
+    write_json(directory / CARD_FILE, full)
     return directory
 
 
@@ -215,8 +148,7 @@ def load_model(path, expected_sha256: str | None = None, *, lazy: bool = False) 
     if expected and digest != expected:
         raise ModelError(f"model file {str(file)!r} has sha256 {digest[:12]}…, expected {expected[:12]}…",
                          hint="the file was changed after it was saved; restore it or retrain")
-    bundle = ModelBundle(None, card, directory)
-    bundle._data, bundle._file = data, file
+    bundle = ModelBundle(None, card, directory, data=data, file=file)
     return bundle if lazy else bundle.load()
 
 
@@ -230,11 +162,11 @@ class ModelBundle:
     directory : Path
     """
 
-    def __init__(self, pipeline, card: dict, directory=None):
+    def __init__(self, pipeline, card: dict, directory=None, *, data: bytes | None = None, file=None):
         self.pipeline = pipeline
         self.card = card
         self.directory = Path(directory) if directory is not None else None
-        self._data = self._file = None
+        self._data, self._file = data, file  # checked bytes, built by load()
 
     def load(self) -> "ModelBundle":
         """Build the pipeline of a bundle from ``load_model(..., lazy=True)`` (no-op once built).
@@ -243,19 +175,19 @@ class ModelBundle:
         """
         if self.pipeline is not None or self._data is None:
             return self
-        sio = _skops_io()
+        import skops.io as sio
 
         where = str(self._file)
         try:
-            untrusted = sio.get_untrusted_types(data=self._data)
+            named = sio.get_untrusted_types(data=self._data)
         except Exception as exc:  # not a skops archive
             raise ModelError(f"cannot load {where!r}: {exc}", hint="the file may be corrupt") from exc
-        refused = [t for t in untrusted if not _is_trusted(t)]
-        if refused:
-            raise ModelError(f"model file {where!r} contains untrusted types: {refused}",
+        bad = refused(named)
+        if bad:
+            raise ModelError(f"model file {where!r} contains untrusted types: {bad}",
                              hint="only models saved by expkit can be loaded; retrain or inspect the file")
         try:
-            self.pipeline = sio.loads(self._data, trusted=untrusted)
+            self.pipeline = sio.loads(self._data, trusted=named)
         except Exception as exc:  # a corrupt archive
             raise ModelError(f"cannot load {where!r}: {exc}", hint="the file may be corrupt") from exc
         self._data = None
@@ -303,8 +235,8 @@ class ModelBundle:
 
     def reasons(self, df: pd.DataFrame, k: int = 3) -> pd.DataFrame:
         """Top ``k`` fields behind each row's score (leave-one-field-out)."""
-        from .insights import Explainer
         from .calibration import scores_of
+        from .insights import Explainer
         baseline = self.card.get("baseline")
         if baseline is None:
             raise ModelError("this model's card has no baseline values for reasons",
@@ -317,4 +249,10 @@ class ModelBundle:
                 f"target={self.card.get('target')!r})")
 
 
-__all__ = ["save_model", "load_model", "ModelBundle", "sha256_file", "TRUSTED_TYPES"]
+__all__ = ["save_model", "load_model", "ModelBundle", "TRUSTED_TYPES", "trust_types"]
+
+
+#: Names that moved elsewhere (deprecated aliases for one release).
+__getattr__ = _lazy.moved(__name__, {
+    'sha256_file': 'expkit.files',
+})

@@ -306,7 +306,10 @@ def _forest_space(t):
 
 
 def _hgb(params, task, seed):
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.ensemble import (
+        HistGradientBoostingClassifier,
+        HistGradientBoostingRegressor,
+    )
     kw = dict(learning_rate=params.get("learning_rate", 0.1), max_iter=params.get("max_iter", 200),
               max_leaf_nodes=params.get("max_leaf_nodes", 31),
               min_samples_leaf=params.get("min_samples_leaf", 20),

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,37 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-
-def jsonable(value):
-    """``value`` with numpy scalars, arrays, NaN and Timestamps made JSON-safe."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return [jsonable(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (pd.Timestamp, datetime)):
-        return value.isoformat()
-    return value
-
-
-def versions() -> dict:
-    """Versions of Python and the libraries a saved model depends on."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("expkit", "scikit-learn", "numpy", "scipy", "pandas", "optuna", "skops"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
-
+from .. import _lazy
+from ..files import jsonable, versions, write_json
+from .bundle import save_model
 
 _HEADLINE = {"binary": "auroc", "multiclass": "auroc", "regression": "r2"}
 
@@ -148,7 +119,7 @@ class TournamentResult:
     def figures(self) -> dict:
         """``{name: matplotlib Figure}``: leaderboard, optimization history and the
         evaluation figures that fit the task."""
-        from .. import plots
+        from . import plots
 
         figs = {"leaderboard": plots.leaderboard(self.leaderboard, self.metric),
                 "optimization_history": plots.optimization_history(self.trials, self.metric,
@@ -176,12 +147,10 @@ class TournamentResult:
 
     def save(self, directory) -> Path:
         """Write ``model/`` (skops + card), metrics.json, leaderboard.csv, trials.csv, figures/*.png."""
-        from .bundle import save_model
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self, directory / "model")
-        (directory / "metrics.json").write_text(json.dumps(self.summary(), indent=2), encoding="utf-8")
+        write_json(directory / "metrics.json", self.summary())
         self.leaderboard.assign(best_params=self.leaderboard["best_params"].map(
             lambda p: json.dumps(jsonable(p)))).to_csv(directory / "leaderboard.csv", index=False)
         self.trials.assign(params=self.trials["params"].map(lambda p: json.dumps(jsonable(p)))) \
@@ -273,4 +242,11 @@ class TenantTournamentResult:
                 f"{n_fb} using the global model</p>{self.winners._repr_html_()}</div>")
 
 
-__all__ = ["TournamentResult", "TenantTournamentResult", "jsonable", "versions"]
+__all__ = ["TournamentResult", "TenantTournamentResult"]
+
+
+#: Names that moved elsewhere (deprecated aliases for one release).
+__getattr__ = _lazy.moved(__name__, {
+    'jsonable': 'expkit.files',
+    'versions': 'expkit.files',
+})

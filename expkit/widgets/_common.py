@@ -1,5 +1,5 @@
 """Small pieces shared by the expkit widgets: a display mixin, figure -> PNG,
-and HTML tables styled for the JupyterLab light and dark themes."""
+and HTML tables (:mod:`expkit.formatting`, styled for JupyterLab's light and dark themes)."""
 from __future__ import annotations
 
 import html
@@ -7,13 +7,7 @@ import io
 
 import ipywidgets as W
 
-_TABLE_CSS = (
-    "<style>.expkit-table{border-collapse:collapse;font-size:12px}"
-    ".expkit-table th,.expkit-table td{padding:2px 8px;border-bottom:1px solid "
-    "var(--jp-border-color2,#ddd);text-align:left}"
-    ".expkit-table th{font-weight:600}.expkit-table tr.diff td{background:"
-    "var(--jp-warn-color3,#fff3cd)}</style>"
-)
+from .. import formatting
 
 
 class WidgetFront:
@@ -33,17 +27,12 @@ def figure_png(fig, dpi: int = 80) -> bytes:
 
 
 def html_table(header, rows, row_classes=None) -> str:
-    """An HTML table from a header and rows of already-escaped cell HTML."""
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = []
-    for i, row in enumerate(rows):
-        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        body.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>")
-    return f'{_TABLE_CSS}<table class="expkit-table"><tr>{head}</tr>{"".join(body)}</table>'
+    """An HTML table from header labels and rows of already-escaped cell HTML."""
+    columns = list(range(len(header)))
+    return formatting.html_table([dict(zip(columns, row)) for row in rows], columns, header=header,
+                                 row_classes=row_classes, escape=False)
 
 
 def esc(value) -> str:
-    """HTML-escape ``value`` after formatting floats compactly."""
-    if isinstance(value, float):
-        return "" if value != value else f"{value:.4g}"  # NaN -> blank
-    return html.escape("" if value is None else str(value))
+    """HTML-escape ``value`` formatted for people (:func:`expkit.formatting.fmt`)."""
+    return html.escape(formatting.fmt(value))

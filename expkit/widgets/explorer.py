@@ -158,7 +158,7 @@ class Explorer(WidgetFront):
             "<span style='width:70px'>filled</span><span style='width:70px'>distinct</span>"
             "<span style='width:90px' title='association with the target (0 none, 1 perfect)'>"
             "vs target</span><span>warnings</span></div>")
-        self._rows = []
+        self.rows = []
         for i in range(self.page_size):
             name = W.Button(layout=W.Layout(width="185px"), tooltip="show this column")
             name.on_click(lambda _b, i=i: self._on_row_click(i))
@@ -166,9 +166,9 @@ class Explorer(WidgetFront):
             typ.observe(lambda ch, i=i: self._on_type(i, ch["new"]), names="value")
             fill, distinct, assoc, warn = (W.HTML(layout=W.Layout(width=w))
                                            for w in ("65px", "65px", "85px", "auto"))
-            self._rows.append((W.HBox([name, typ, fill, distinct, assoc, warn]), name, typ, fill,
+            self.rows.append((W.HBox([name, typ, fill, distinct, assoc, warn]), name, typ, fill,
                                distinct, assoc, warn))
-        self.rows_box = W.VBox([r[0] for r in self._rows])
+        self.rows_box = W.VBox([r[0] for r in self.rows])
         self.detail_title = W.HTML("<i>click a column to see its distribution</i>")
         self.plot = W.Image(format="png", layout=W.Layout(display="none", max_width="720px"))
         self.widget = W.VBox([
@@ -212,7 +212,7 @@ class Explorer(WidgetFront):
         types = self.schema.types
         self._syncing = True
         try:
-            for (box, name, typ, fill, distinct, assoc, warn), col in zip(self._rows,
+            for (box, name, typ, fill, distinct, assoc, warn), col in zip(self.rows,
                                                                           self._row_cols):
                 if col is None:
                     box.layout.display = "none"
@@ -234,7 +234,7 @@ class Explorer(WidgetFront):
         self.next_button.disabled = self.page >= self.n_pages - 1
 
     def _restyle_rows(self):
-        for (_box, name, typ, *_), col in zip(self._rows, self._row_cols):
+        for (_box, name, typ, *_), col in zip(self.rows, self._row_cols):
             name.button_style = "info" if col is not None and col == self.selected else ""
             typ.style.description_width = "0px"
             typ.layout.border = ("1px solid #e69500" if col in self.overrides else "")

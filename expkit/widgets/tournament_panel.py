@@ -8,12 +8,12 @@ import time
 import ipywidgets as W
 import pandas as pd
 
-from .. import plots
 from ..errors import ConfigError, ExpkitError, TargetError
-from ..models import evaluate
+from ..models import evaluate, plots
 from ..models import families as families_mod
+from ..models.leaderboard import leaderboard, trials_frame
 from ..models.result import TenantTournamentResult
-from ..models.tournament import _leaderboard, _trials_frame, detect_task, tournament
+from ..models.tournament import detect_task, tournament
 from ._common import WidgetFront, esc, figure_png, html_table
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ class TournamentPanel(WidgetFront):
         self.trials: list[dict] = []
         self.board = pd.DataFrame()
         self.figures: dict = {}
-        self._studies: list[str] = []
+        self.studies: list[str] = []
         self._stop_requested = threading.Event()
         self._done = threading.Event()
         self._done.set()
@@ -127,7 +127,7 @@ class TournamentPanel(WidgetFront):
                               hint="press Stop or call wait() first")
         if not self.families:
             raise ConfigError("no model family is ticked", hint="tick at least one family")
-        self.result, self.error, self.trials, self._studies = None, None, [], []
+        self.result, self.error, self.trials, self.studies = None, None, [], []
         self.board, self.figures = pd.DataFrame(), {}
         self._stop_requested.clear()
         self._done.clear()
@@ -250,10 +250,10 @@ class TournamentPanel(WidgetFront):
                   "family": trial.params.get("family"), "state": trial.state.name,
                   "value": trial.value}
         with self._lock:
-            if study.study_name not in self._studies:
-                self._studies.append(study.study_name)
+            if study.study_name not in self.studies:
+                self.studies.append(study.study_name)
             self.trials.append(record)
-            self.board = _leaderboard(_trials_frame(study),
+            self.board = leaderboard(trials_frame(study),
                                       evaluate.resolve_metric(self.metric.value, self.task))
             self._show_leaderboard()
             self._update_progress()
@@ -288,7 +288,7 @@ class TournamentPanel(WidgetFront):
         rows = [[esc(v) for v in row] for row in board.itertuples(index=False)]
         where = ""
         if self.tenant.value is not None:
-            where = f", tenant {len(self._studies)} of {self.df[self.tenant.value].nunique()}"
+            where = f", tenant {len(self.studies)} of {self.df[self.tenant.value].nunique()}"
         metric = evaluate.resolve_metric(self.metric.value, self.task).name
         self.leaderboard.value = (f"<b>leaderboard</b> (CV {esc(metric)}{where})"
                                   + html_table(list(board.columns), rows))

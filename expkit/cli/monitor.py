@@ -1,0 +1,50 @@
+"""``expkit monitor``: fleet KPIs, production models, drift and alerts."""
+from __future__ import annotations
+
+import click
+
+from ..errors import ConfigError
+from ..formatting import fmt
+from .main import cli, runs_dir_option
+
+
+@cli.command()
+@click.option("--app", default=None, help="Only the production models of this app.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the self-contained HTML dashboard here.")
+@click.option("--check", is_flag=True, help="Exit 1 when any alert fires (for cron/CI).")
+@click.option("--threshold", "thresholds", multiple=True, metavar="NAME=VALUE",
+              help="Override an alert threshold, e.g. psi_alert=0.3 (repeatable).")
+@runs_dir_option
+def monitor(app, html_path, check, thresholds, runs_dir):
+    """Fleet KPIs, production models, drift and alerts."""
+    from ..monitoring import monitor as run_monitor
+
+    result = run_monitor(app=app, runs_dir=runs_dir, thresholds=_parse_thresholds(thresholds))
+    for name, value in zip(result.kpis["kpi"], result.kpis["value"]):
+        click.echo(f"{name:<34}{fmt(value, '-')}")
+    if result.models.empty:
+        click.echo("no production models yet")
+    else:
+        cols = ["app", "tenant", "version", "eval_auroc", "live_auroc", "rows_scored", "score_psi",
+                "max_field_psi", "worst_field", "status"]
+        click.echo("\n" + result.models[cols].to_string(index=False))
+    for a in result.alerts.itertuples():
+        click.echo(f"{a.level.upper()}: {a.message}")
+    if html_path:
+        result.to_html(html_path)
+        click.echo(f"dashboard -> {html_path}")
+    if check and not result.ok:
+        click.get_current_context().exit(1)
+
+
+def _parse_thresholds(items) -> dict:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--threshold {item!r} is not NAME=VALUE", hint="e.g. --threshold psi_alert=0.3")
+        out[name.strip()] = value.strip()
+    return out
+
+

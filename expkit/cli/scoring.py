@@ -1,0 +1,56 @@
+"""``expkit score`` and ``expkit feedback``."""
+from __future__ import annotations
+
+import time
+
+import click
+
+from .main import cli, runs_dir_option
+
+
+@cli.command()
+@click.argument("input", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output file (.csv or .parquet); written only when complete.")
+@click.option("--app", required=True, help="Application the model was promoted for.")
+@click.option("--tenant", default=None, help="Tenant whose production model to use.")
+@click.option("--run", "run_id", default=None, help="Score with this run's model instead of production.")
+@click.option("--reasons", type=click.IntRange(0, 20), default=0, show_default=True,
+              help="Top reasons per row to add.")
+@click.option("--keep", multiple=True,
+              help="Input column(s) to pass through: repeatable or comma-separated (--keep a,b).")
+@click.option("--chunksize", type=click.IntRange(1), default=100_000, show_default=True,
+              help="Rows scored at a time (bounds memory).")
+@click.option("--jobs", type=int, default=-1, show_default=True,
+              help="Worker processes scoring chunks in parallel (-1: one per CPU; 1: none).")
+@runs_dir_option
+def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, runs_dir):
+    """Score INPUT (CSV/Parquet/JSON lines) with the production model of APP/TENANT."""
+    start = time.perf_counter()
+    from ..scoring import score_file
+
+    record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
+                        reasons=reasons, keep=[c.strip() for k in keep for c in k.split(",")],
+                        runs_dir=runs_dir, n_jobs=jobs)
+    secs = time.perf_counter() - start
+    click.echo(f"scored {record['rows']:,} rows with {app}/{tenant or '-'} model {record['version']} "
+               f"in {secs:.1f}s ({record['rows'] / max(secs, 1e-9):,.0f} rows/s) -> {output} "
+               f"(batch {record['id']})")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--app", required=True, help="Application whose scored ids the outcomes refer to.")
+@click.option("--tenant", default=None, help="Tenant of the scored rows.")
+@click.option("--id-column", default=None, help="Id column (default: id, or the model's id column).")
+@click.option("--label-column", default=None, help="Outcome column (default: label, or the model's target).")
+@runs_dir_option
+def feedback(file, app, tenant, id_column, label_column, runs_dir):
+    """Load actual outcomes (id + 0/1 label) for rows scored before."""
+    from ..scoring import feedback as load_feedback
+
+    n = load_feedback(file, app=app, tenant=tenant, id_column=id_column, label_column=label_column,
+                      runs_dir=runs_dir)
+    click.echo(f"loaded {n:,} outcomes for {app}/{tenant or '-'}")
+
+

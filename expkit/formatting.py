@@ -1,0 +1,103 @@
+"""Numbers and tables formatted for people: one place for reports, widgets and the CLI.
+
+:func:`fmt` turns any value into short text (thousands separators for counts and
+large numbers, four significant digits otherwise, blanks for missing values);
+:func:`html_table` and :func:`text_table` lay records out with it. HTML tables use
+JupyterLab's theme colours, with plain fallbacks for reports opened in a browser.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import math
+from typing import Iterable, Mapping, Sequence
+
+#: Styles of :func:`html_table` (JupyterLab theme variables, light fallbacks).
+TABLE_CSS = (
+    "<style>.expkit-table{border-collapse:collapse;font-size:12px;margin:.3em 0 1em}"
+    ".expkit-table th,.expkit-table td{padding:2px 8px;border-bottom:1px solid "
+    "var(--jp-border-color2,#ddd);text-align:left}"
+    ".expkit-table th{font-weight:600}.expkit-table td.num{text-align:right}"
+    ".expkit-table tr.diff td,.expkit-table tr.warning td{background:var(--jp-warn-color3,#fff3cd)}"
+    ".expkit-table tr.alert td{background:var(--jp-error-color3,#f8d7da)}</style>"
+)
+
+
+def missing(value) -> bool:
+    """None, NaN, NaT or pandas' NA."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN, NaT, pd.NA -> True
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt(value, missing_text: str = "") -> str:
+    """``value`` as short text: counts and numbers of 1,000 or more with thousands
+    separators, other numbers with 4 significant digits (scientific only below 0.001),
+    times to the minute, missing values as ``missing_text``."""
+    if missing(value):
+        return missing_text
+    if isinstance(value, bool):
+        return str(value)
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
+        value = value.item()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.2e}"
+        return f"{value:.4g}"
+    if isinstance(value, dt.datetime):
+        return f"{value:%Y-%m-%d %H:%M}"
+    return str(value)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) or (
+        hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iuf")
+
+
+def html_table(records: Sequence[Mapping] | Iterable, columns: Sequence | None = None, *,
+               row_classes: Sequence[str | None] | None = None, escape: bool = True,
+               header: Sequence[str] | None = None) -> str:
+    """An HTML table of ``records`` (dicts, or a DataFrame) with :func:`fmt` cells.
+
+    ``row_classes`` gives each row a CSS class (``alert``, ``warning``, ``diff``);
+    ``escape=False`` takes cells (and ``header`` labels) that are already HTML;
+    ``header`` labels the columns (default: their names).
+    """
+    if hasattr(records, "to_dict"):  # a DataFrame
+        columns = list(columns or records.columns)
+        records = records.to_dict("records")
+    records = list(records)
+    columns = list(columns or (records[0].keys() if records else []))
+    if not records and header is None:
+        return "<p><i>none</i></p>"
+    labels = header if header is not None else [html.escape(str(c)) for c in columns]
+    head = "".join(f"<th>{h}</th>" for h in labels)
+    body = []
+    for i, rec in enumerate(records):
+        cells = []
+        for c in columns:
+            v = rec.get(c)
+            text = fmt(v) if escape or not isinstance(v, str) else v
+            text = html.escape(text) if escape else text
+            cells.append(f"<td class='num'>{text}</td>" if _is_number(v) else f"<td>{text}</td>")
+        cls = row_classes[i] if row_classes else None
+        body.append((f"<tr class='{cls}'>" if cls else "<tr>") + "".join(cells) + "</tr>")
+    return f"{TABLE_CSS}<table class='expkit-table'><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def text_table(records: Sequence[Mapping], columns: Sequence[str], missing_text: str = "-") -> str:
+    """A plain-text table (left-aligned columns) for the terminal."""
+    cells = [[fmt(r.get(c), missing_text) for c in columns] for r in records]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
+    return "\n".join(lines)

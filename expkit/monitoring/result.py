@@ -1,0 +1,59 @@
+"""What :func:`expkit.monitor` returns: the tables, and their figures and HTML."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ..files import write_text
+from ..scoring.scorelog import utcnow
+from . import dashboard
+from .thresholds import DEFAULT_THRESHOLDS
+
+
+@dataclass
+class MonitorResult:
+    """What :func:`monitor` found. Tables are DataFrames; see the module docstring."""
+
+    kpis: pd.DataFrame
+    models: pd.DataFrame
+    drift: pd.DataFrame
+    alerts: pd.DataFrame
+    batches: pd.DataFrame
+    scores: pd.DataFrame
+    thresholds: dict = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    generated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def ok(self) -> bool:
+        """True when no alert-level alert fired (warnings allowed)."""
+        return not (self.alerts["level"] == "alert").any()
+
+    def kpi(self, name: str):
+        """The value of one KPI by name."""
+        return self.kpis.set_index("kpi").loc[name, "value"]
+
+    # -- figures ------------------------------------------------------------------
+    def figures(self) -> dict:
+        """``{name: matplotlib Figure}``: scores over time, score distributions,
+        drift per field, AUROC per model."""
+        return dashboard.figures(self)
+
+    # -- HTML -----------------------------------------------------------------------
+    def to_html(self, path=None) -> str:
+        """A self-contained HTML dashboard (figures embedded as PNG); written to ``path`` if given."""
+        page = dashboard.page(self)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            write_text(path, page)
+        return page
+
+    def _repr_html_(self) -> str:
+        return dashboard.body(self)
+
+    def __repr__(self) -> str:
+        return (f"MonitorResult({len(self.models)} production model(s), "
+                f"{int((self.alerts['level'] == 'alert').sum())} alert(s), "
+                f"{int((self.alerts['level'] == 'warning').sum())} warning(s))")

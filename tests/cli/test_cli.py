@@ -1,0 +1,126 @@
+"""The expkit command: bad input is one line, a non-zero exit and no change (fast)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from expkit.cli import cli
+from expkit.runs import Run
+
+FIXTURES = Path(__file__).parents[1] / "fixtures"
+TINY = str(FIXTURES / "tiny.ipynb")
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@pytest.fixture
+def existing(runs_dir):
+    """A runs folder that already holds one finished run."""
+    run = Run.create("tiny", tenant="acme", runs_dir=runs_dir)
+    run.start()
+    run.finish("succeeded")
+    return runs_dir
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line_error(result, pattern, code=None):
+    assert result.exit_code != 0 and (code is None or result.exit_code == code), result.output
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and pattern in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["run", "nosuch", "--templates-dir", FIXTURES], "unknown template 'nosuch' (available: "),
+    (["run", TINY, "-p", "nn", "3"], "unknown parameter 'nn' for template 'tiny' (parameters: n, ratio,"),
+    (["run", TINY, "-p", "n", "three"], "parameter 'n': 'three' is not a valid int"),
+    (["run", TINY, "-p", "flag", "maybe"], "parameter 'flag': 'maybe' is not a valid bool"),
+    (["run", TINY, "-p", "data", "no/such/file.csv"], "data path no/such/file.csv does not exist"),
+    (["run", TINY, "--tenant", "../x"], "tenant '../x' would escape the runs folder"),
+    (["run", TINY, "--tenant", "/"], "tenant '/' would escape the runs folder"),
+    (["run", TINY, "--tenants", "acme,../../etc"], "tenant '../../etc' would escape"),
+    (["run", TINY, "--tenant", "a", "--tenants", "b,c"], "use only one of --tenant, --tenants"),
+    (["run", TINY, "--tenants-from", "missing.csv:tenant"], "file missing.csv does not exist"),
+    (["run", TINY, "-f", "missing.yaml"], "parameters file missing.yaml does not exist"),
+    (["runs", "show", "20990101-000000-nope"], "no run '20990101-000000-nope'"),
+    (["runs", "compare", "nope", "nada"], "no run 'nope'"),
+    (["promote", "model", "nope", "--app", "leads"], "no run 'nope'"),
+    (["promote", "notebook", FIXTURES / "no_parameters.ipynb", "--name", "x"], "no cell tagged 'parameters'"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(existing, args, pattern):
+    before = snapshot(existing)
+    result = invoke(*args, "--runs-dir", existing)
+    assert_one_line_error(result, pattern)
+    assert snapshot(existing) == before
+
+
+def test_wrong_yaml_type(existing, tmp_path):
+    params = tmp_path / "p.yaml"
+    params.write_text("n: seven\n")
+    result = invoke("run", TINY, "-f", params, "--runs-dir", existing)
+    assert_one_line_error(result, "parameter 'n': 'seven' is not a valid int", code=2)
+
+
+def test_runs_folder_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = invoke("run", TINY, "--runs-dir", blocker / "runs")
+    assert_one_line_error(result, "is not writable")
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_runs_folder_read_only(existing):
+    existing.chmod(0o500)
+    try:
+        assert_one_line_error(invoke("run", TINY, "--runs-dir", existing), "is not writable")
+    finally:
+        existing.chmod(0o700)
+
+
+def test_usage_errors_are_short(existing):
+    result = invoke("run")
+    assert result.exit_code == 2 and "error: Missing argument 'TEMPLATE'" in result.stderr
+    result = invoke("frobnicate")
+    assert result.exit_code == 2 and "error: No such command 'frobnicate'" in result.stderr
+    result = invoke("runs", "list", "--status", "done")
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+
+
+def test_debug_shows_the_traceback(existing):
+    result = invoke("--debug", "runs", "show", "nope", "--runs-dir", existing)
+    assert result.exit_code == 1 and "Traceback" in result.stderr and "error: no run" in result.stderr
+
+
+def test_runs_list_show_compare_rebuild(existing):
+    other = Run.create("tiny", tenant="globex", params={"n": 2}, runs_dir=existing)
+    other.start()
+    other.log_metrics(auroc=0.61)
+    other.finish("failed", error={"cell": 4, "execution_count": 3, "message": "ValueError: boom",
+                                  "source": "raise ValueError('boom')"})
+    listed = invoke("runs", "list", "--runs-dir", existing)
+    assert listed.exit_code == 0 and "globex" in listed.stdout and "acme" in listed.stdout
+    only = invoke("runs", "list", "--status", "failed", "--runs-dir", existing)
+    assert "globex" in only.stdout and "acme" not in only.stdout
+    shown = invoke("runs", "show", other.id, "--runs-dir", existing)
+    assert shown.exit_code == 0 and "cell 4 (In [3]): ValueError: boom" in shown.stdout
+    first = invoke("runs", "list", "--tenant", "acme", "--runs-dir", existing).stdout.splitlines()[1].split()[0]
+    compared = invoke("runs", "compare", first, other.id, "--runs-dir", existing)
+    assert compared.exit_code == 0
+    tenant_line = next(line for line in compared.stdout.splitlines() if " tenant " in f" {line} ")
+    assert tenant_line.startswith("*") and "acme" in tenant_line and "globex" in tenant_line
+    rebuilt = invoke("runs", "rebuild-index", "--runs-dir", existing)
+    assert rebuilt.exit_code == 0 and "indexed 2 run(s)" in rebuilt.stdout
+
+
+def test_scoring_commands_are_registered():
+    names = set(cli.commands)
+    assert {"run", "runs", "promote", "models", "demo", "score", "feedback", "monitor"} <= names

@@ -1,0 +1,234 @@
+"""Run folders, their lifecycle and the run index (no kernels: fast)."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from expkit import run as run_module
+from expkit import runs
+from expkit.errors import ConfigError, RunError
+from expkit.runs import Run
+from expkit.templates import coerce, literal_parameters, nonliteral, resolve_params
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures")
+
+
+def _finished(runs_dir, tenant="acme", status="succeeded", params=None, metrics=None):
+    run = Run.create("tiny", tenant=tenant, params=params or {"n": 1}, runs_dir=runs_dir)
+    run.start()
+    if metrics:
+        run.log_metrics(metrics)
+    run.finish(status)
+    return run
+
+
+def test_run_id_layout_and_lifecycle(runs_dir):
+    run = Run.create("tiny", tenant="acme", params={"n": 3}, runs_dir=runs_dir)
+    stamp, template, tenant, rand = run.id.rsplit("-", 3)[0], *run.id.rsplit("-", 3)[1:]
+    assert (template, tenant, len(rand)) == ("tiny", "acme", 6)
+    assert len(stamp) == len("20240101-120000")
+    meta = json.loads((run.dir / "run.json").read_text())
+    assert meta["status"] == "created" and meta["params"] == {"n": 3}
+    assert meta["versions"]["pandas"] == pd.__version__ and meta["pid"] == os.getpid()
+    run.start()
+    assert run.status == "running"
+    run.log_metrics({"winner": "logreg", "metric_name": "auroc", "auroc": 0.8, "above_chance": True})
+    meta = run.finish("succeeded")
+    assert meta["status"] == "succeeded" and meta["duration"] >= 0
+    assert meta["summary"] == {"winner": "logreg", "metric_name": "auroc", "metric": 0.8,
+                               "above_chance": True}
+    row = runs.list(runs_dir=runs_dir).iloc[0]
+    assert (row.run_id, row.status, row.winner, row.metric) == (run.id, "succeeded", "logreg", 0.8)
+    assert not list(run.dir.glob("*.tmp")) and not list(run.dir.glob(".*.tmp"))
+
+
+def test_all_tenants_run_id_and_unsafe_tenants(runs_dir):
+    assert Run.create("tiny", runs_dir=runs_dir).id.split("-")[3] == "all"
+    for bad in ("../x", "/", "a/b", "..", " "):
+        with pytest.raises(ConfigError, match="escape the runs folder"):
+            Run.create("tiny", tenant=bad, runs_dir=runs_dir)
+    assert Run.create("tiny", tenant="Acme Corp", runs_dir=runs_dir).id.split("-")[3] == "Acme"
+
+
+def test_run_methods_save_figure_table_and_params(runs_dir):
+    import matplotlib.pyplot as plt
+
+    run = Run.create("tiny", runs_dir=runs_dir)
+    run.log_params(alpha=0.1)
+    run.log_metrics(auroc=0.7)
+    fig, ax = plt.subplots()
+    ax.plot([1, 2])
+    assert run.save_figure("roc curve", fig).read_bytes()[:4] == b"\x89PNG"
+    plt.close(fig)
+    run.save_table("leaderboard", pd.DataFrame({"family": ["a"], "score": [1.0]}))
+    assert run.params == {"alpha": 0.1}
+    assert run.metrics == {"auroc": 0.7}
+    assert (run.dir / "figures" / "roc-curve.png").is_file()
+    assert pd.read_csv(run.dir / "leaderboard.csv").family.tolist() == ["a"]
+
+
+def test_save_model_keeps_logged_metrics(runs_dir):
+    class Result:  # stands in for a TournamentResult: save(dir) writes metrics.json
+        def save(self, directory):
+            (directory / "model").mkdir()
+            (directory / "metrics.json").write_text(json.dumps({"winner": "gbm", "auroc": 0.9}))
+
+    run = Run.create("tiny", runs_dir=runs_dir)
+    run.log_metrics(rows=100)
+    assert run.save_model(Result()) == run.dir / "model"
+    assert run.metrics == {"rows": 100, "winner": "gbm", "auroc": 0.9}
+    assert run.meta["summary"]["winner"] == "gbm"
+
+
+def test_current_attaches_to_injected_run_and_creates_interactive_one(runs_dir, monkeypatch):
+    made = Run.create("tiny", runs_dir=runs_dir)
+    assert Run.current(str(made.dir)).id == made.id
+    monkeypatch.setattr(run_module, "_current", None)
+    interactive = Run.current()
+    assert interactive.dir.parent == runs_dir and interactive.status == "running"
+    assert Run.current() is interactive
+    interactive.finish()
+    assert interactive.meta["kind"] == "interactive" and interactive.status == "succeeded"
+
+
+def test_dead_process_run_is_listed_as_interrupted(runs_dir):
+    run = Run.create("tiny", runs_dir=runs_dir)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    run.update(status="running", pid=proc.pid)
+    table = runs.list(runs_dir=runs_dir)
+    assert table.status.tolist() == ["interrupted"]
+    assert run.status == "interrupted" and "ended" in run.meta["error"]["message"]
+
+
+def test_list_filters(runs_dir):
+    a = _finished(runs_dir, "acme")
+    _finished(runs_dir, "globex", status="failed")
+    assert runs.list(tenant="acme", runs_dir=runs_dir).run_id.tolist() == [a.id]
+    assert runs.list(status="failed", runs_dir=runs_dir).tenant.tolist() == ["globex"]
+    assert len(runs.list(template="tiny", since="1h", runs_dir=runs_dir)) == 2
+    assert runs.list(since="2999-01-01", runs_dir=runs_dir).empty
+    with pytest.raises(ConfigError, match="since"):
+        runs.list(since="yesterday-ish", runs_dir=runs_dir)
+    with pytest.raises(ConfigError, match="status"):
+        runs.list(status="done", runs_dir=runs_dir)
+
+
+def test_get_show_and_unknown_run(runs_dir):
+    run = _finished(runs_dir, metrics={"auroc": 0.6})
+    assert runs.get(run.id[:-2], runs_dir).id == run.id  # unique prefix
+    info = runs.show(run.id, runs_dir)
+    assert info["metrics"] == {"auroc": 0.6} and "run.json" in info["files"]
+    for bad in ("nope", "../x", "", ".."):
+        with pytest.raises(RunError, match="no run"):
+            runs.get(bad, runs_dir)
+
+
+def test_compare_marks_differences(runs_dir):
+    a = _finished(runs_dir, params={"n": 1, "seed": 0}, metrics={"auroc": 0.7})
+    b = _finished(runs_dir, params={"n": 2, "seed": 0}, metrics={"auroc": 0.7})
+    table = runs.compare([a.id, b.id], runs_dir)
+    assert table.loc["param.n", "differs"] and not table.loc["param.seed", "differs"]
+    assert not table.loc["metric.auroc", "differs"]
+    assert table.loc["param.n", a.id] == 1 and table.loc["param.n", b.id] == 2
+    with pytest.raises(ConfigError):
+        runs.compare([a.id], runs_dir)
+
+
+def test_rebuild_index_from_folders(runs_dir):
+    runs_ = [_finished(runs_dir, t) for t in ("acme", "globex")]
+    (runs_dir / "index.db").unlink()
+    for extra in ("index.db-wal", "index.db-shm"):
+        (runs_dir / extra).unlink(missing_ok=True)
+    from expkit import db
+
+    db.dispose()
+    (runs_dir / "junk").mkdir()  # not a run: skipped
+    assert runs.rebuild_index(runs_dir) == 2
+    assert sorted(runs.list(runs_dir=runs_dir).run_id) == sorted(r.id for r in runs_)
+
+
+def test_concurrent_processes_never_lose_rows(runs_dir):
+    script = textwrap.dedent(f"""
+        from expkit.runs import Run
+        for i in range(15):
+            run = Run.create("tiny", tenant=f"t{{i}}", runs_dir={str(runs_dir)!r})
+            run.start()
+            run.log_metrics(auroc=0.5 + i / 100)
+            run.finish("succeeded")
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    table = runs.list(runs_dir=runs_dir)
+    assert len(table) == 45 and set(table.status) == {"succeeded"}
+    with sqlite3.connect(runs_dir / "index.db") as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# -- parameters ------------------------------------------------------------------------
+def test_literal_parameters_flags_non_literals():
+    params = literal_parameters('a = 1\nb: str = "x"\nc = len("ab")\nd = e = [1]\nimport os\n')
+    assert params["a"] == 1 and params["b"] == "x" and params["d"] == [1] and params["e"] == [1]
+    assert nonliteral(params) == ["c", "<line 5>"]
+
+
+@pytest.mark.parametrize("default,text,expected", [
+    (3, "4", 4), (0.5, "1e-3", 0.001), (False, "yes", True), (True, "0", False), ("x", "12", "12"),
+    (None, "12", 12), (None, "none", None), (None, "data/leads.csv", "data/leads.csv"),
+    ([1, 2], "[3]", [3]), (["a"], "b,c", ["b", "c"]),
+])
+def test_coerce_from_strings(default, text, expected):
+    assert coerce("p", text, default, from_string=True) == expected
+
+
+@pytest.mark.parametrize("default,text", [(3, "x"), (3, "1.5"), (0.5, "abc"), (False, "maybe"),
+                                          ([1], "{'a': 1}")])
+def test_coerce_rejects_wrong_types(default, text):
+    with pytest.raises(ConfigError, match="not a valid"):
+        coerce("p", text, default, from_string=True)
+
+
+def test_coerce_typed_values_from_yaml():
+    assert coerce("p", 3, 0.5, from_string=False) == 3.0
+    for default, value in ((3, "3"), (3, True), (False, 1), ("x", 1)):
+        with pytest.raises(ConfigError):
+            coerce("p", value, default, from_string=False)
+
+
+def test_resolve_params_names_and_data_paths(tmp_path, monkeypatch):
+    tiny = os.path.join(FIXTURES, "tiny.ipynb")
+    assert resolve_params(tiny, {"n": "5"}, {"ratio": 1}) == {"n": 5, "ratio": 1.0}
+    with pytest.raises(ConfigError, match=r"unknown parameter 'nn'.*n, ratio, label"):
+        resolve_params(tiny, {"nn": "5"})
+    with pytest.raises(ConfigError, match="unknown parameter 'run_dir'"):
+        resolve_params(tiny, {"run_dir": "x"})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exception, match="data path missing.csv does not exist"):
+        resolve_params(tiny, {"data": "missing.csv"})
+    (tmp_path / "here.csv").write_text("a\n1\n")
+    assert resolve_params(tiny, {"data": "here.csv"}) == {"data": "here.csv"}
+
+
+def test_tenants_from_a_table_column(tmp_path):
+    from expkit.errors import DataError
+    from expkit.execute import tenants_from
+
+    table = tmp_path / "accounts.csv"
+    table.write_text("tenant,size\nacme,1\nglobex,2\nacme,3\n,4\n")
+    assert tenants_from(f"{table}:tenant") == ["acme", "globex"]
+    with pytest.raises(DataError, match="column 'customer' is not in"):
+        tenants_from(f"{table}:customer")
+    with pytest.raises(ConfigError, match="not FILE:COLUMN"):
+        tenants_from(str(table))
+
+
+def test_list_of_a_missing_runs_folder_is_empty(tmp_path):
+    assert runs.list(runs_dir=tmp_path / "none").empty and not (tmp_path / "none").exists()

@@ -1,0 +1,52 @@
+"""End to end: templates/tournament.ipynb through `expkit run`, then promotion of its model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from click.testing import CliRunner
+
+from expkit.cli import cli
+from expkit.registry import Registry
+from expkit.templates import template_parameters
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", ["tournament", "explore"])
+def test_templates_are_clean_with_literal_parameters(name):
+    path = ROOT / "templates" / f"{name}.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert "parameters" in nb.cells[1].metadata.get("tags", [])
+    assert all(c.outputs == [] and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+    assert template_parameters(path)["run_dir"] is None
+
+
+@pytest.mark.slow
+def test_tournament_template_end_to_end(runs_dir):
+    result = CliRunner().invoke(cli, ["run", "tournament", "--templates-dir", str(ROOT / "templates"),
+                                      "-p", "n_rows", "300", "-p", "n_trials", "3", "-p", "budget", "20",
+                                      "--tenant", "acme", "--runs-dir", str(runs_dir)])
+    assert result.exit_code == 0, result.output + result.stderr
+    (folder,) = [p for p in runs_dir.iterdir() if p.is_dir()]
+    for name in ("run.json", "notebook.ipynb", "report.html", "metrics.json", "leaderboard.csv",
+                 "model/model.skops", "model/card.json", "study.log", "figures/roc.png"):
+        assert (folder / name).is_file(), name
+    meta = json.loads((folder / "run.json").read_text())
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert meta["status"] == "succeeded" and meta["data"]["source"] == "expkit.datasets.leads"
+    assert 50 < meta["data"]["rows"] < 200  # one tenant's share of 300 rows
+    assert meta["summary"]["winner"] == metrics["winner"]
+    assert meta["summary"]["metric"] == metrics["holdout"]["auroc"]
+    assert result.stdout.splitlines()[-1].split()[:5] == [
+        "acme", "succeeded", metrics["winner"], "auroc", f"{metrics['holdout']['auroc']:.4f}"]
+    assert "Winner" in (folder / "report.html").read_text()
+
+    registry = Registry(runs_dir)
+    if metrics["above_chance"]:
+        assert registry.promote(meta["id"], "leads", "acme")["version"] == 1
+    else:
+        with pytest.raises(Exception, match="not above chance"):
+            registry.promote(meta["id"], "leads", "acme")

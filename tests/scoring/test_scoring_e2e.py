@@ -1,0 +1,230 @@
+"""Train (Run) -> promote -> score a file -> feedback -> monitor, for real, on the demo leads.
+
+One tiny tournament per test module (logistic family, 3 trials) trained in
+process into a Run and promoted with the registry. The free-text columns are
+left out of training to keep the model small and the module fast; scoring of
+text fields is exercised by benchmarks/scoring.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import expkit
+from expkit.cli import cli
+from expkit.datasets import leads
+from expkit.registry import Registry
+from expkit.runs import Run
+from expkit.scoring import scorelog
+
+pytestmark = pytest.mark.slow
+
+TEXT = ["title", "note"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A runs folder with one promoted model for app 'leads' (all tenants)."""
+    root = tmp_path_factory.mktemp("e2e") / "runs"
+    root.mkdir()
+    old = os.environ.get("EXPKIT_RUNS")
+    os.environ["EXPKIT_RUNS"] = str(root)
+    try:
+        df = leads(800, n_tenants=1, seed=0).drop(columns=TEXT)
+        result = expkit.tournament(df, "converted", n_trials=3, families=["logistic"], budget=30,
+                                   progress=False, n_jobs=1, seed=0)
+        run = Run.create("leads-e2e", runs_dir=root)
+        run.start()
+        run.save_model(result.best_pipeline, card=result.card())
+        run.log_metrics(result.summary())
+        run.finish("succeeded")
+        Registry(root).promote(run.id, "leads")
+    finally:
+        if old is None:
+            os.environ.pop("EXPKIT_RUNS", None)
+        else:
+            os.environ["EXPKIT_RUNS"] = old
+    return root
+
+
+@pytest.fixture
+def runs(trained, monkeypatch):
+    monkeypatch.setenv("EXPKIT_RUNS", str(trained))
+    monkeypatch.delenv("EXPKIT_DB", raising=False)
+    return trained
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def batch_file(path: Path, seed: int, spend_scale: float = 1.0) -> pd.DataFrame:
+    df = leads(700, n_tenants=1, seed=seed)
+    df["spend"] = df["spend"] * spend_scale
+    df.to_csv(path, index=False)
+    return df
+
+
+def test_train_promote_score_feedback_monitor(runs, tmp_path):
+    # score an unshifted batch through the CLI (tenant acme falls back to the app-wide model)
+    fresh = batch_file(tmp_path / "fresh.csv", seed=11)
+    out = tmp_path / "scored.csv"
+    r = invoke("score", tmp_path / "fresh.csv", "-o", out, "--app", "leads", "--tenant", "acme",
+               "--keep", "tenant,country", "--chunksize", 250)
+    assert r.exit_code == 0, r.output
+    assert "scored 700 rows" in r.stdout
+    scored = pd.read_csv(out)
+    assert list(scored.columns) == ["lead_id", "tenant", "country", "score", "label", "model_version"]
+    assert scored["lead_id"].tolist() == fresh["lead_id"].tolist() and (scored["model_version"] == 1).all()
+    card = json.loads((Path(Registry(runs).production("leads")["model_dir"]) / "card.json").read_text())
+    assert (scored["label"] == (scored["score"] >= card["threshold"]).astype(int)).all()
+    # same scores as the bundle in process
+    bundle = expkit.load_model(Registry(runs).production("leads")["model_dir"])
+    assert scored["score"].to_numpy() == pytest.approx(bundle.score(fresh), abs=1e-9)
+    logged = scorelog.batches("leads").iloc[-1]
+    assert logged["tenant"] == "acme" and logged["model_tenant"] is None and logged["rows"] == 700
+
+    # feedback -> live AUROC
+    fresh[["lead_id", "converted"]].to_csv(tmp_path / "fb.csv", index=False)
+    r = invoke("feedback", tmp_path / "fb.csv", "--app", "leads", "--tenant", "acme",
+               "--id-column", "lead_id", "--label-column", "converted")
+    assert r.exit_code == 0, r.output
+    assert "loaded 700 outcomes" in r.stdout
+
+    res = expkit.monitor(app="leads")
+    m = res.models.iloc[0]
+    assert m["rows_scored"] == 700 and m["feedback_rows"] == 700
+    assert 0.6 < m["live_auroc"] <= 1 and abs(m["live_auroc"] - m["eval_auroc"]) < 0.15
+    assert res.drift.query("level == 'alert'").empty  # an unshifted batch is not flagged
+    assert m["max_field_psi"] < 0.25 and m["score_psi"] < 0.25
+    assert res.kpi("models in production") == 1 and res.kpi("models trained this month") == 1
+    r = invoke("monitor", "--app", "leads", "--check", "--threshold", "auroc_drop=0.15")
+    assert r.exit_code == 0, r.output
+
+    # a shifted batch is flagged, and --check fails
+    batch_file(tmp_path / "shifted.csv", seed=12, spend_scale=10)
+    assert invoke("score", tmp_path / "shifted.csv", "-o", tmp_path / "s.parquet", "--app", "leads",
+                  "--tenant", "acme").exit_code == 0
+    res = expkit.monitor(app="leads")
+    alerts = res.alerts[(res.alerts["check"] == "drift") & (res.alerts["level"] == "alert")]
+    assert "spend" in set(alerts["field"]) and res.models.iloc[0]["worst_field"] == "spend"
+    assert not res.ok
+    html = tmp_path / "dash" / "monitor.html"
+    r = invoke("monitor", "--app", "leads", "--check", "--html", html)
+    assert r.exit_code == 1 and "ALERT" in r.stdout and "spend" in r.stdout
+    page = html.read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<script" not in page
+    # the batch history keeps the first batch clean and the second flagged
+    hist = res.batches.set_index("id")
+    assert list(hist["worst_field"].iloc[-1:]) == ["spend"] and hist["max_field_psi"].iloc[-2] < 0.25
+
+
+def state(root: Path) -> tuple:
+    reg = Registry(root).list()
+    files = sorted(p.name for p in (root / "scores").iterdir()) if (root / "scores").exists() else []
+    return (scorelog.count_batches(root), scorelog.count_feedback(root), len(reg),
+            reg[["app", "tenant", "version", "status"]].to_json(), tuple(files))
+
+
+def test_bad_inputs_are_one_line_errors_and_change_nothing(runs, tmp_path):
+    df = batch_file(tmp_path / "ok.csv", seed=21)
+    expkit.score(df.head(50), app="leads", tenant="acme")  # so that feedback has scored ids to check
+    before = state(runs)
+
+    def fails(*args, match):
+        r = invoke(*args)
+        assert r.exit_code != 0, r.output
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and match in lines[0], r.stderr
+        assert "Traceback" not in r.output
+
+    out = tmp_path / "out.csv"
+    fails("score", tmp_path / "ok.csv", "-o", out, "--app", "nope", match="no production model")
+    df.drop(columns=["spend", "country"]).to_csv(tmp_path / "missing.csv", index=False)
+    fails("score", tmp_path / "missing.csv", "-o", out, "--app", "leads", match="country, spend")
+    fails("score", tmp_path / "ok.csv", "-o", out, "--app", "leads", "--keep", "notes",
+          match="no column 'notes' to keep")
+    df.head(0).to_csv(tmp_path / "empty.csv", index=False)
+    fails("score", tmp_path / "empty.csv", "-o", out, "--app", "leads", match="no data rows")
+    bad = df.astype({"web_visits": object})
+    bad.loc[600, "web_visits"] = "many"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    fails("score", tmp_path / "bad.csv", "-o", out, "--app", "leads", "--chunksize", 100,
+          match="'web_visits'")
+    pd.DataFrame({"lead_id": ["L-never"], "converted": [1]}).to_csv(tmp_path / "fb.csv", index=False)
+    fails("feedback", tmp_path / "fb.csv", "--app", "leads", "--tenant", "acme", "--id-column", "lead_id",
+          "--label-column", "converted", match="never scored")
+
+    # a tampered model file is refused
+    model_file = Path(Registry(runs).production("leads")["model_dir"]) / "model.skops"
+    saved = tmp_path / "model.skops.orig"
+    shutil.copy2(model_file, saved)
+    try:
+        with open(model_file, "ab") as fh:
+            fh.write(b"tampered")
+        fails("score", tmp_path / "ok.csv", "-o", out, "--app", "leads", match="sha256")
+    finally:
+        shutil.copy2(saved, model_file)
+
+    assert state(runs) == before and not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid`` (Linux /proc)."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # state, ppid, pgrp, session
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_while_scoring_leaves_nothing_behind(runs, tmp_path, how):
+    """Ctrl-C in a terminal (SIGINT to the whole process group) or SIGTERM to the command
+    alone (a scheduler's timeout) while `expkit score` is writing: exit 130 / 143 with one
+    line, no output, no temporary files, no score-log record, and none of its processes
+    (model host, reader, workers) left running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pd.concat([leads(20_000, n_tenants=1, seed=s) for s in range(10)]).to_csv(tmp_path / "big.csv", index=False)
+    out = tmp_path / "out.csv"
+    before = state(runs)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from expkit.cli import main; main()", "score", str(tmp_path / "big.csv"),
+         "-o", str(out), "--app", "leads", "--chunksize", "2000", "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env={**os.environ, "EXPKIT_RUNS": str(runs)})
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.csv.*.tmp")):  # the output is being written
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"never started writing: {proc.communicate(timeout=30)}")
+        time.sleep(0.02)
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    code, line = (130, "error: interrupted") if how == "ctrl-c" else (143, "error: terminated")
+    assert proc.returncode == code and err.strip().splitlines() == [line], err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert state(runs) == before
+    deadline = time.monotonic() + 10
+    while _session_processes(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _session_processes(proc.pid)
