@@ -6,6 +6,8 @@ traceback only with ``--debug``.
 """
 from __future__ import annotations
 
+import errno
+
 
 class ExpkitError(Exception):
     """Base class of every error expkit raises on purpose."""
@@ -70,10 +72,47 @@ class MonitorError(ExpkitError):
     """Monitoring could not run (no registry, no score log, bad thresholds)."""
 
 
+class IndexDatabaseError(ExpkitError):
+    """The index database cannot be used: ``EXPKIT_DB`` is not a URL, its driver is not
+    installed, it cannot be reached, or the file is corrupt or not a database."""
+
+
+class WriteError(ExpkitError, OSError):
+    """A file could not be written (disk full, permission, read-only file system, missing
+    folder). It is an :class:`OSError` too, with ``errno``, ``strerror`` and ``filename``
+    set, so code that handles OSError keeps working."""
+
+    def __init__(self, path, exc: OSError):
+        from pathlib import Path
+
+        reason = (exc.strerror or str(exc)).lower()
+        super().__init__(f"{reason} while writing {path}", hint=_WRITE_HINTS.get(exc.errno, _WRITE_HINT))
+        self.errno, self.strerror, self.filename = exc.errno, reason, str(path)
+        #: What went wrong ("no space left on device") and the file's name ("report.html").
+        self.reason, self.name = reason, Path(path).name
+
+    def __str__(self) -> str:  # the message and hint, not OSError's "[Errno n] ..."
+        return BaseException.__str__(self)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM received by the ``expkit`` command (a scheduler's timeout, ``kill``). It
     unwinds like Ctrl-C, so every command cleans up as on Ctrl-C: a run is marked
     interrupted, a scoring batch leaves no output, temporary file or score-log record."""
+
+
+_WRITE_HINT = "check the folder exists and can be written, or choose another path"
+_WRITE_HINTS = {
+    errno.ENOSPC: "free some space on that disk or choose a folder on another one",
+    errno.EDQUOT: "free some space (disk quota exceeded) or choose another folder",
+    errno.EFBIG: "the file is larger than this system allows; choose another folder",
+    errno.EACCES: "choose a folder you can write to, or fix its permissions",
+    errno.EPERM: "choose a folder you can write to, or fix its permissions",
+    errno.EROFS: "that file system is read-only; choose a folder on a writable one",
+    errno.ENOENT: "create the folder first, or choose an existing one",
+    errno.ENOTDIR: "part of the path is a file, not a folder; choose another path",
+    errno.ENAMETOOLONG: "use a shorter path",
+}
 
 
 __all__ = [name for name in dir() if name.endswith("Error")] + ["Terminated"]

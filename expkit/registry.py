@@ -1,26 +1,37 @@
 """The production registry: which run's model serves an (app, tenant).
 
-Every promotion adds a version row (who, when, why, the model folder and the
-sha256 of its ``model.skops``, the hold-out metric, the version it replaced);
-exactly one version per (app, tenant) is in production. Promotion and rollback
-each happen in one database transaction. ``tenant=None`` is the app-wide model;
-:meth:`Registry.production` falls back to it for tenants without a model of
-their own.
+Every promotion adds a version (who, when, why, the model folder with one sha256
+over all its files and each file's own, the hold-out metric, the version it
+replaced); exactly one version per (app, tenant) is in production. ``tenant=None``
+is the app-wide model; :meth:`Registry.production` falls back to it for tenants
+without a model of their own.
+
+The journal ``<runs>/registry.jsonl`` is the record: each promotion or rollback is
+appended to it (fsynced) before the index (:class:`ModelVersion` rows) is changed in
+one transaction, and an index that missed an entry (a kill -9 between the two) is
+brought up to date from the journal on the next use. :meth:`Registry.rebuild`
+recreates the rows from the journal alone. Promotion loads the model with the
+trusted loader and records the folder's digests; scoring and rollback refuse a
+folder that changed since, naming the file.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import getpass
+import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Float, Index, Integer, String, Text, func, select, text
+from sqlalchemy import Float, Index, Integer, String, Text, delete, func, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db
-from .errors import PromotionError, RegistryError, RunError
-from .files import now, sha256_file
+from .errors import ModelError, PromotionError, RegistryError, RunError
+from .files import append_line, changed, file_digests, now, read_lines, sha256_dir, sha256_file
 from .paths import runs_dir as _runs_dir
 from .run import get as get_run
 
@@ -28,7 +39,12 @@ log = logging.getLogger(__name__)
 
 #: Metrics where lower is better (the gate flips its comparison for these).
 LOWER_IS_BETTER = ("log_loss", "brier", "rmse", "mae", "mse", "mape")
+#: The journal of promotions and rollbacks, in the runs folder.
+JOURNAL = "registry.jsonl"
+_LOCK = ".registry.lock"
 _ALL = ""  # the tenant key of the app-wide model
+_FIELDS = ("app", "tenant", "version", "run_id", "model_dir", "sha256", "files", "metric_name", "metric",
+           "promoted_at", "by", "reason", "previous_version")
 
 
 class ModelVersion(db.Base):
@@ -48,7 +64,10 @@ class ModelVersion(db.Base):
     status: Mapped[str] = mapped_column(String(20))  # production | archived | rolled_back
     run_id: Mapped[str] = mapped_column(String(200))
     model_dir: Mapped[str] = mapped_column(Text)
+    #: sha256 over the model folder (:func:`expkit.files.sha256_dir`); for versions
+    #: promoted before folder digests, the digest of model.skops alone (``files`` empty).
     sha256: Mapped[str] = mapped_column(String(64))
+    files: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON {file: sha256}
     metric_name: Mapped[str | None] = mapped_column(String(50))
     metric: Mapped[float | None] = mapped_column(Float)
     promoted_at: Mapped[str] = mapped_column(String(40))
@@ -60,6 +79,7 @@ class ModelVersion(db.Base):
         return {"app": self.app, "tenant": self.tenant_key or None, "version": self.version,
                 "status": self.status, "production": self.status == "production",
                 "run_id": self.run_id, "model_dir": self.model_dir, "sha256": self.sha256,
+                "files": json.loads(self.files) if self.files else None,
                 "metric_name": self.metric_name, "metric": self.metric,
                 "promoted_at": self.promoted_at, "by": self.by, "reason": self.reason,
                 "previous_version": self.previous_version}
@@ -81,25 +101,47 @@ def _who(tenant) -> str:
     return "all tenants" if tenant is None else f"tenant {tenant!r}"
 
 
+def verify(entry: dict) -> None:
+    """ModelError naming each file of ``entry``'s model folder that changed, appeared or
+    went missing since it was promoted (``entry`` as :meth:`Registry.production` returns)."""
+    folder = Path(entry["model_dir"])
+    if not folder.is_dir():
+        raise ModelError(f"the model folder of {entry['app']} version {entry['version']} is gone ({folder})",
+                         hint="restore it, or promote another run's model")
+    if entry.get("files"):
+        differences = changed(entry["files"], file_digests(folder))
+    else:  # promoted before folder digests: only the model file was recorded
+        model = folder / "model.skops"
+        differences = [] if model.is_file() and sha256_file(model) == entry["sha256"] else ["model.skops (changed)"]
+    if differences:
+        raise ModelError(f"model folder {str(folder)!r} of {entry['app']} version {entry['version']} "
+                         f"changed since it was promoted: {', '.join(differences)}",
+                         hint="restore the file(s), or promote a retrained model")
+
+
 class Registry:
-    """Production models per (app, tenant), kept in the run index database.
+    """Production models per (app, tenant): a journal under the runs folder, mirrored in
+    the index database.
 
     Parameters
     ----------
     runs_dir : str or Path, optional
-        The runs folder (its ``index.db`` holds the registry unless ``$EXPKIT_DB``).
+        The runs folder (its ``registry.jsonl`` and ``index.db`` unless ``$EXPKIT_DB``).
     """
 
     def __init__(self, runs_dir=None):
         self.root = _runs_dir(runs_dir)
+        self.journal = self.root / JOURNAL
 
+    # -- reading -----------------------------------------------------------------------
     def production(self, app: str, tenant=None) -> dict:
         """The production entry of (app, tenant), else of (app, all tenants).
 
-        Returns a dict with run_id, version, model_dir, sha256, metric_name,
-        metric, promoted_at, by, reason (and app, tenant, previous_version).
-        Raises RegistryError when neither exists.
+        Returns a dict with run_id, version, model_dir, sha256 (of the folder), files
+        (each file's sha256), metric_name, metric, promoted_at, by, reason (and app,
+        tenant, previous_version). Raises RegistryError when neither exists.
         """
+        self.sync()
         with db.session(self.root) as s:
             for key in dict.fromkeys([tenant, None]):
                 row = s.scalars(select(ModelVersion).where(
@@ -111,6 +153,7 @@ class Registry:
 
     def list(self, app: str | None = None) -> pd.DataFrame:
         """Every version ever promoted (newest first), with a ``production`` flag."""
+        self.sync()
         query = select(ModelVersion).order_by(ModelVersion.app, ModelVersion.tenant_key,
                                               ModelVersion.version.desc())
         if app is not None:
@@ -119,15 +162,133 @@ class Registry:
             rows = [r.to_dict() for r in s.scalars(query)]
         return pd.DataFrame(rows, columns=COLUMNS)
 
+    # -- the journal -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self):
+        """One registry change at a time across processes (a lock file in the runs folder)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / _LOCK, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def _pending(self, s) -> tuple[list[dict], list[ModelVersion]]:
+        """(journal entries missing from the index, index rows missing from the journal)."""
+        events = read_lines(self.journal)
+        rows = s.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
+        indexed = {(r.app, r.tenant_key, r.version) for r in rows}
+        journaled = {(e["app"], _key(e.get("tenant")), e["version"]) for e in events}
+        return ([e for e in events if (e["app"], _key(e.get("tenant")), e["version"]) not in indexed],
+                [r for r in rows if (r.app, r.tenant_key, r.version) not in journaled])
+
+    def sync(self) -> int:
+        """Bring the index and the journal into agreement; returns the entries applied.
+
+        Journal entries the index lacks (a command killed after journaling) are applied;
+        index rows the journal lacks (promoted by an expkit without a journal) are
+        appended to it, so a later rebuild keeps them.
+        """
+        with db.session(self.root) as s:
+            missing, unjournaled = self._pending(s)
+        if not missing and not unjournaled:
+            return 0
+        with self._locked(), db.session(self.root) as s:
+            return self._fix(s)
+
+    def _fix(self, s) -> int:
+        """:meth:`sync` in session ``s``, the lock being held."""
+        missing, unjournaled = self._pending(s)
+        for row in unjournaled:
+            append_line(self.journal, json.dumps(self._export(s, row)))
+        for event in missing:
+            self._apply(s, event)
+        if missing:
+            log.info("registry: applied %d journal entries the index lacked", len(missing))
+        return len(missing)
+
+    @staticmethod
+    def _export(s, row: ModelVersion) -> dict:
+        """The journal entry of an index row made without a journal."""
+        event = {**{k: v for k, v in row.to_dict().items() if k in _FIELDS}, "event": "promote"}
+        later = s.scalars(select(ModelVersion).where(
+            _where(row.app, row.tenant_key or None) & (ModelVersion.id > row.id))
+            .order_by(ModelVersion.id)).first()
+        event["replaces"] = row.previous_version
+        event["replaced_status"] = None
+        if later is not None:  # the status this row ended with is set by the entry after it
+            event["status_after"] = row.status
+        return event
+
+    @staticmethod
+    def _apply(s, event: dict) -> ModelVersion:
+        """Apply one journal entry to the index (no-op when its version is there)."""
+        app, tenant = event["app"], event.get("tenant")
+        row = s.scalars(select(ModelVersion).where(
+            _where(app, tenant) & (ModelVersion.version == event["version"]))).first()
+        if row is not None:
+            return row
+        for current in s.scalars(select(ModelVersion).where(
+                _where(app, tenant) & (ModelVersion.status == "production"))):
+            current.status = event.get("replaced_status") or "archived" \
+                if current.version == event.get("replaces") else "archived"
+        s.flush()
+        row = ModelVersion(app=app, tenant_key=_key(tenant), version=event["version"], status="production",
+                           run_id=event["run_id"], model_dir=event["model_dir"], sha256=event["sha256"],
+                           files=json.dumps(event["files"]) if event.get("files") else None,
+                           metric_name=event.get("metric_name"), metric=event.get("metric"),
+                           promoted_at=event["promoted_at"], by=event["by"], reason=event.get("reason"),
+                           previous_version=event.get("previous_version"))
+        s.add(row)
+        s.flush()
+        if event.get("status_after") and event["status_after"] != "production":
+            row.status = event["status_after"]
+            s.flush()
+        return row
+
+    @contextlib.contextmanager
+    def _change(self):
+        """The lock, a session brought up to date with the journal, and ``record(event)``,
+        which journals an entry (durably) and applies it. If anything fails before the
+        session commits, the journal line is taken back: the change did not happen."""
+        sizes = []
+
+        def record(event: dict) -> dict:
+            sizes.append(append_line(self.journal, json.dumps(event)))
+            return self._apply(s, event).to_dict()
+
+        with self._locked():
+            try:
+                with db.session(self.root) as s:
+                    self._fix(s)
+                    yield s, record
+            except BaseException:
+                for size in reversed(sizes):
+                    os.truncate(self.journal, size)
+                raise
+
+    def rebuild(self) -> int:
+        """Recreate the registry's index rows from the journal; returns the versions."""
+        with self._locked(), db.session(self.root) as s:
+            self._fix(s)  # rows only the index holds go to the journal first
+            s.execute(delete(ModelVersion))
+            events = read_lines(self.journal)
+            for event in events:
+                self._apply(s, event)
+        return len(events)
+
+    # -- changing --------------------------------------------------------------------------
     def promote(self, run_id: str, app: str, tenant=None, force: bool = False,
                 tolerance: float = 0.01, reason: str | None = None, by: str | None = None) -> dict:
         """Put a run's model in production for (app, tenant).
 
-        The run must have succeeded and its metrics.json must say the model is
-        above chance. If a production model exists for (app, tenant), the new
-        hold-out metric may not be worse than it by more than ``tolerance``
-        unless ``force``. Returns the new entry.
+        The run must have succeeded, its metrics.json must say the model is above
+        chance, and its model must load with the trusted loader (skops, expkit's list
+        of types; the model file matching its card). If a production model exists for
+        (app, tenant), the new hold-out metric may not be worse than it by more than
+        ``tolerance`` unless ``force``. The folder's digests are recorded. Returns the
+        new entry.
         """
+        from .models.bundle import load_model
+
         if not app or "/" in app:
             raise PromotionError(f"app name {app!r} is not valid")
         try:
@@ -141,29 +302,30 @@ class Registry:
         if metrics.get("above_chance") is not True:
             raise PromotionError(f"refused: the model of run {run.id} is not above chance",
                                  hint="metrics.json must say above_chance: true")
-        model_file = run.dir / "model" / "model.skops"
-        if not model_file.is_file():
-            raise PromotionError(f"refused: run {run.id} has no model ({model_file} is missing)")
+        model_dir = run.dir / "model"
+        if not (model_dir / "model.skops").is_file():
+            raise PromotionError(f"refused: run {run.id} has no model ({model_dir / 'model.skops'} is missing)")
+        digests = file_digests(model_dir)
+        try:
+            load_model(model_dir, digests=digests)
+        except ModelError as exc:
+            raise PromotionError(f"refused: {exc.message}", hint=exc.hint) from None
         summary = meta.get("summary") or {}
         name, value = summary.get("metric_name"), summary.get("metric")
-        digest = sha256_file(model_file)
-        with db.session(self.root) as s:  # one transaction: archive the old, add the new
+        with self._change() as (s, record):  # one transaction: archive the old, add the new
             current = s.scalars(select(ModelVersion).where(
                 _where(app, tenant) & (ModelVersion.status == "production"))).first()
             if current is not None and not force:
                 self._gate(current, name, value, tolerance)
             latest = s.scalar(select(func.max(ModelVersion.version)).where(_where(app, tenant))) or 0
-            if current is not None:
-                current.status = "archived"
-                s.flush()
-            row = ModelVersion(app=app, tenant_key=_key(tenant), version=latest + 1, status="production",
-                               run_id=run.id, model_dir=str(run.dir / "model"), sha256=digest,
-                               metric_name=name, metric=value, promoted_at=now(),
-                               by=by or getpass.getuser(), reason=reason or ("forced" if force and current else None),
-                               previous_version=current.version if current is not None else None)
-            s.add(row)
-            s.flush()
-            entry = row.to_dict()
+            entry = record({
+                "event": "promote", "app": app, "tenant": tenant, "version": latest + 1,
+                "run_id": run.id, "model_dir": str(model_dir), "sha256": sha256_dir(model_dir, digests),
+                "files": digests, "metric_name": name, "metric": value, "promoted_at": now(),
+                "by": by or getpass.getuser(), "reason": reason or ("forced" if force and current else None),
+                "previous_version": current.version if current is not None else None,
+                "replaces": current.version if current is not None else None,
+                "replaced_status": "archived"})
         log.info("app %s (%s): version %d from run %s is in production", app, _who(tenant),
                  entry["version"], run.id)
         return entry
@@ -188,9 +350,10 @@ class Registry:
         """Put back the model that was in production before the current one.
 
         The current version is marked ``rolled_back`` and the previous one is
-        promoted again as a new version (so the history stays complete).
+        promoted again as a new version (so the history stays complete), once its
+        model folder is checked against the digests recorded when it was promoted.
         """
-        with db.session(self.root) as s:
+        with self._change() as (s, record):
             current = s.scalars(select(ModelVersion).where(
                 _where(app, tenant) & (ModelVersion.status == "production"))).first()
             if current is None:
@@ -203,18 +366,19 @@ class Registry:
             if not Path(previous.model_dir, "model.skops").is_file():
                 raise RegistryError(f"cannot roll back: the model of version {previous.version} "
                                     f"is gone ({previous.model_dir})")
+            try:
+                verify(previous.to_dict())
+            except ModelError as exc:
+                raise RegistryError(f"cannot roll back: {exc.message}", hint=exc.hint) from None
             latest = s.scalar(select(func.max(ModelVersion.version)).where(_where(app, tenant)))
-            current.status = "rolled_back"
-            s.flush()
-            row = ModelVersion(app=app, tenant_key=_key(tenant), version=latest + 1, status="production",
-                               run_id=previous.run_id, model_dir=previous.model_dir, sha256=previous.sha256,
-                               metric_name=previous.metric_name, metric=previous.metric,
-                               promoted_at=now(), by=by or getpass.getuser(),
-                               reason=reason or f"rollback of version {current.version} "
-                                                f"to version {previous.version}",
-                               previous_version=previous.previous_version)
-            s.add(row)
-            s.flush()
-            entry = row.to_dict()
+            entry = record({
+                "event": "rollback", "app": app, "tenant": tenant, "version": latest + 1,
+                "run_id": previous.run_id, "model_dir": previous.model_dir, "sha256": previous.sha256,
+                "files": json.loads(previous.files) if previous.files else None,
+                "metric_name": previous.metric_name, "metric": previous.metric, "promoted_at": now(),
+                "by": by or getpass.getuser(),
+                "reason": reason or f"rollback of version {current.version} to version {previous.version}",
+                "previous_version": previous.previous_version,
+                "replaces": current.version, "replaced_status": "rolled_back"})
         log.info("app %s (%s): rolled back to the model of version %d", app, _who(tenant), previous.version)
         return entry

@@ -26,6 +26,28 @@ def shared_data() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A model folder (model.skops + card.json) of a real, tiny fitted pipeline, made once
+    per session; copy it (``shutil.copytree``) into the runs that need a model."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from expkit.models.bundle import save_model
+    from expkit.schema import infer
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=60)})
+    y = (X["x"] > 0).astype(int)
+    pipeline = Pipeline([("model", LogisticRegression())]).fit(X, y)
+    folder = tmp_path_factory.mktemp("tiny-model") / "model"
+    card = {"task": "binary", "classes": [0, 1], "threshold": 0.5, "target": "y",
+            "schema": infer(X.assign(y=y), "y").to_dict()}
+    return save_model(pipeline, folder, card)
+
+
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch) -> Path:
     """An empty runs folder used by everything that writes runs, registry or logs."""

@@ -20,7 +20,7 @@ import pandas as pd
 
 from .. import _lazy
 from ..errors import ModelError
-from ..files import versions, write_bytes, write_json
+from ..files import changed, file_digests, versions, write_bytes, write_json
 
 MODEL_FILE = "model.skops"
 CARD_FILE = "card.json"
@@ -115,7 +115,8 @@ def save_model(model, directory, card: dict | None = None) -> Path:
     return directory
 
 
-def load_model(path, expected_sha256: str | None = None, *, lazy: bool = False) -> "ModelBundle":
+def load_model(path, expected_sha256: str | None = None, *, lazy: bool = False,
+               digests: dict | None = None) -> "ModelBundle":
     """Load a saved model directory (or its ``model.skops`` file).
 
     Parameters
@@ -123,8 +124,13 @@ def load_model(path, expected_sha256: str | None = None, *, lazy: bool = False) 
     path : path
         The model directory or the ``.skops`` file inside it.
     expected_sha256 : str, optional
-        The digest the file must have (e.g. from the registry); otherwise the
-        card's recorded digest is checked.
+        The digest the model file must have; otherwise the card's recorded digest
+        is checked. Ignored when ``digests`` is given.
+    digests : dict, optional
+        ``{file: sha256}`` of every file the folder must hold, as
+        :func:`expkit.files.file_digests` recorded it (the registry does at promotion):
+        any file changed, added or missing is refused, by name. The model file and card
+        are checked from the very bytes that are then used.
     lazy : bool
         Read the card and check the file's digest now, but build the pipeline only
         on :meth:`ModelBundle.load` (scikit-learn's import takes seconds; a caller
@@ -141,10 +147,29 @@ def load_model(path, expected_sha256: str | None = None, *, lazy: bool = False) 
         raise ModelError(f"no model file at {str(file)!r}",
                          hint="pass the model directory written by save_model / Run.save_model")
     card_path = directory / CARD_FILE
-    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card_bytes = card_path.read_bytes() if card_path.is_file() else None
     data = file.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
-    expected = expected_sha256 or card.get("sha256")
+    if digests is not None:
+        actual = file_digests(directory)
+        actual[file.relative_to(directory).as_posix()] = digest
+        if card_bytes is not None:
+            actual[CARD_FILE] = hashlib.sha256(card_bytes).hexdigest()
+        differences = changed(digests, actual)
+        if differences:
+            raise ModelError(f"model folder {str(directory)!r} does not match the digest recorded when it "
+                             f"was promoted: {', '.join(differences)}",
+                             hint="the folder was changed after promotion; restore the file(s), or "
+                                  "promote a retrained model")
+    try:
+        card = json.loads(card_bytes) if card_bytes is not None else {}
+    except ValueError as exc:
+        raise ModelError(f"model card {str(card_path)!r} is not valid JSON ({exc})",
+                         hint="restore it, or retrain and save the model again") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"model card {str(card_path)!r} does not hold a JSON object",
+                         hint="restore it, or retrain and save the model again")
+    expected = card.get("sha256") if digests is not None else expected_sha256 or card.get("sha256")
     if expected and digest != expected:
         raise ModelError(f"model file {str(file)!r} has sha256 {digest[:12]}…, expected {expected[:12]}…",
                          hint="the file was changed after it was saved; restore it or retrain")

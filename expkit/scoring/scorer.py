@@ -24,7 +24,8 @@ def load_scorer(app: str, tenant=None, run=None, runs_dir=None, reasons: int = 0
                 keep: Sequence[str] = (), lazy: bool = False) -> "Scorer":
     """The :class:`Scorer` of the production model of ``(app, tenant)``, or of ``run``'s model.
 
-    The model file's sha256 must match the registry's record (else ModelError). With
+    The model folder must match the digests the registry recorded at promotion (else
+    ModelError naming the file that changed). With
     ``lazy`` the pipeline is built only by ``scorer.bundle.load()`` (the card, schema
     and checks are there at once).
     """
@@ -41,7 +42,7 @@ def load_scorer(app: str, tenant=None, run=None, runs_dir=None, reasons: int = 0
     model_dir = Path(prod["model_dir"])
     if not model_dir.is_absolute():
         model_dir = root / model_dir
-    bundle = load_model(model_dir, expected_sha256=prod["sha256"], lazy=lazy)
+    bundle = load_model(model_dir, expected_sha256=prod["sha256"], digests=prod.get("files"), lazy=lazy)
     return Scorer(bundle, version=str(prod["version"]), run_id=prod["run_id"],
                   reasons=reasons, keep=keep, model_tenant=prod.get("tenant"))
 

@@ -1,7 +1,8 @@
 """Model promotion: the gates, versions, rollback and atomic changes."""
 from __future__ import annotations
 
-import hashlib
+import json
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -10,29 +11,38 @@ from sqlalchemy.exc import IntegrityError
 from expkit import registry as registry_mod
 from expkit.cli import cli
 from expkit.db import session
-from expkit.errors import PromotionError, RegistryError
-from expkit.registry import ModelVersion, Registry
+from expkit.errors import ModelError, PromotionError, RegistryError
+from expkit.files import file_digests, sha256_dir
+from expkit.registry import JOURNAL, ModelVersion, Registry
 from expkit.runs import Run
 
 
-def model_run(runs_dir, auroc=0.8, above_chance=True, status="succeeded", tenant="acme", model=True):
-    """A finished run with a (stand-in) model and metrics.json as a tournament writes it."""
+@pytest.fixture(autouse=True)
+def _model(tiny_model):
+    global MODEL
+    MODEL = tiny_model
+
+
+def model_run(runs_dir, auroc=0.8, above_chance=True, status="succeeded", tenant="acme", model=True,
+              metric="auroc"):
+    """A finished run with a real (tiny) model and metrics.json as a tournament writes it."""
     run = Run.create("tournament", tenant=tenant, runs_dir=runs_dir)
     run.start()
     if model:
-        (run.dir / "model").mkdir()
-        (run.dir / "model" / "model.skops").write_bytes(f"model of {run.id}".encode())
-    run.log_metrics({"task": "binary", "winner": "logistic", "holdout": {"auroc": auroc},
+        shutil.copytree(MODEL, run.dir / "model")
+    run.log_metrics({"task": "binary", "winner": "logistic", "metric_name": metric, "holdout": {metric: auroc},
                      "above_chance": above_chance})
     run.finish(status)
     return run
 
 
-def test_promote_records_version_who_and_hash(runs_dir):
+def test_promote_records_version_who_and_folder_digests(runs_dir):
     run = model_run(runs_dir)
     entry = Registry().promote(run.id, "leads", "acme", reason="first", by="ana")
-    expected = hashlib.sha256((run.dir / "model" / "model.skops").read_bytes()).hexdigest()
-    assert (entry["version"], entry["sha256"], entry["by"], entry["reason"]) == (1, expected, "ana", "first")
+    files = file_digests(run.dir / "model")
+    assert set(files) == {"model.skops", "card.json"} and entry["files"] == files
+    assert (entry["version"], entry["sha256"], entry["by"], entry["reason"]) == \
+        (1, sha256_dir(run.dir / "model"), "ana", "first")
     prod = Registry().production("leads", "acme")
     assert prod["run_id"] == run.id and prod["model_dir"] == str(run.dir / "model")
     assert (prod["metric_name"], prod["metric"]) == ("auroc", 0.8) and prod["previous_version"] is None
@@ -136,3 +146,156 @@ def test_cli_promote_list_rollback(runs_dir):
     assert back.exit_code == 0 and f"(run {a.id}) is in production" in back.stdout
     none = invoke("promote", "model", "--app", "leads")
     assert none.exit_code == 2 and "give the RUN_ID" in none.stderr
+
+
+# -- integrity: the folder digest, the trusted loader --------------------------------------
+def test_the_registry_digest_refuses_a_tampered_card(runs_dir):
+    """The card keeps the model file's digest but not its own: only the folder digest the
+    registry recorded at promotion can catch an edited threshold."""
+    from expkit.scoring.scorer import load_scorer
+
+    run = model_run(runs_dir)
+    Registry().promote(run.id, "leads", "acme")
+    assert load_scorer("leads", "acme", lazy=True).threshold == 0.5
+    card_file = run.dir / "model" / "card.json"
+    card = json.loads(card_file.read_text())
+    card["threshold"] = 0.0
+    card_file.write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"card\.json \(changed\)"):
+        load_scorer("leads", "acme", lazy=True)
+    (run.dir / "model" / "extra.txt").write_text("planted")
+    with pytest.raises(ModelError, match=r"card\.json \(changed\), extra\.txt \(added\)"):
+        load_scorer("leads", "acme", lazy=True)
+
+
+@pytest.mark.parametrize("forge,pattern", [
+    (lambda m: (m / "model.skops").write_bytes(b"not a zip at all"), "has sha256"),
+    (lambda m: _reseal(m, b"PK\x05\x06" + b"\0" * 18), "cannot load"),
+    (lambda m: (m / "card.json").write_text("{not json"), "not valid JSON"),
+])
+def test_promotion_loads_the_model_with_the_trusted_loader(runs_dir, forge, pattern):
+    run = model_run(runs_dir)
+    forge(run.dir / "model")
+    with pytest.raises(PromotionError, match=f"refused: .*({pattern})"):
+        Registry().promote(run.id, "leads", "acme")
+    assert Registry().list().empty and not (runs_dir / JOURNAL).exists()
+
+
+def _reseal(model_dir, data: bytes) -> None:
+    """Replace model.skops and update the card's digest, as a forger would."""
+    import hashlib
+
+    (model_dir / "model.skops").write_bytes(data)
+    card = json.loads((model_dir / "card.json").read_text())
+    card["sha256"] = hashlib.sha256(data).hexdigest()
+    (model_dir / "card.json").write_text(json.dumps(card))
+
+
+def test_promotion_refuses_untrusted_types(runs_dir):
+    import skops.io as sio
+
+    run = model_run(runs_dir)
+    _reseal(run.dir / "model", sio.dumps({"f": print.__class__}))  # a builtin function type
+    with pytest.raises(PromotionError, match="refused: .*(untrusted types|cannot load)"):
+        Registry().promote(run.id, "leads", "acme")
+
+
+def test_gate_lower_is_better_refuses_a_worse_log_loss(runs_dir):
+    reg = Registry()
+    reg.promote(model_run(runs_dir, 0.30, metric="log_loss").id, "leads", "acme")
+    worse = model_run(runs_dir, 0.40, metric="log_loss")
+    with pytest.raises(PromotionError, match=r"log_loss 0.4000 is worse than production version 1 \(0.3000\)"):
+        reg.promote(worse.id, "leads", "acme")
+    assert reg.promote(model_run(runs_dir, 0.305, metric="log_loss").id, "leads", "acme")["version"] == 2
+    assert reg.promote(model_run(runs_dir, 0.20, metric="log_loss").id, "leads", "acme")["version"] == 3
+
+
+def test_rollback_refuses_a_changed_folder(runs_dir):
+    reg = Registry()
+    a, b = model_run(runs_dir), model_run(runs_dir, auroc=0.85)
+    reg.promote(a.id, "leads", "acme")
+    reg.promote(b.id, "leads", "acme")
+    (a.dir / "model" / "card.json").write_text("{}")
+    with pytest.raises(RegistryError, match=r"cannot roll back: .*card\.json \(changed\)"):
+        reg.rollback("leads", "acme")
+    assert reg.production("leads", "acme")["run_id"] == b.id
+
+
+# -- the journal: what the index holds can be rebuilt ----------------------------------------
+def _pointers(reg):
+    table = reg.list()
+    return table[["app", "tenant", "version", "status", "run_id", "sha256"]].to_dict("records")
+
+
+def test_rebuild_from_the_journal_restores_history_and_pointers(runs_dir):
+    from expkit import db
+
+    reg = Registry()
+    a, b, c = (model_run(runs_dir, auroc=x) for x in (0.8, 0.85, 0.9))
+    reg.promote(a.id, "leads", "acme")
+    reg.promote(b.id, "leads", "acme")
+    reg.rollback("leads", "acme")
+    reg.promote(c.id, "leads")
+    before = _pointers(reg)
+    assert len((runs_dir / JOURNAL).read_text().splitlines()) == 4
+    db.dispose()
+    for f in runs_dir.glob("index.db*"):
+        f.unlink()
+    assert reg.rebuild() == 4
+    assert _pointers(reg) == before
+    db.dispose()
+    for f in runs_dir.glob("index.db*"):
+        f.unlink()
+    assert _pointers(Registry()) == before  # reading alone brings an empty index up to date
+
+
+def test_an_entry_journaled_but_not_indexed_is_applied(runs_dir):
+    """What a kill -9 between the journal append and the commit leaves: the next use applies it."""
+    reg = Registry()
+    a, b = model_run(runs_dir), model_run(runs_dir, auroc=0.85)
+    reg.promote(a.id, "leads", "acme")
+    reg.promote(b.id, "leads", "acme")
+    with session(runs_dir) as s:  # the index without version 2
+        s.query(ModelVersion).filter(ModelVersion.version == 2).delete()
+        s.query(ModelVersion).filter(ModelVersion.version == 1).update({"status": "production"})
+    assert reg.production("leads", "acme")["run_id"] == b.id
+    assert reg.list().set_index("version").status.to_dict() == {2: "production", 1: "archived"}
+
+
+def test_a_torn_journal_line_is_skipped_and_not_glued_to_the_next(runs_dir):
+    reg = Registry()
+    reg.promote(model_run(runs_dir).id, "leads", "acme")
+    with open(runs_dir / JOURNAL, "a") as fh:
+        fh.write('{"event": "promote", "app": "le')  # a crash mid-append
+    reg.promote(model_run(runs_dir, auroc=0.85).id, "leads", "acme")
+    lines = (runs_dir / JOURNAL).read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[2])["version"] == 2
+    assert reg.rebuild() == 2
+
+
+def test_index_rows_without_a_journal_are_journaled_before_a_rebuild(runs_dir):
+    """An index made by an expkit without a journal loses nothing to a rebuild."""
+    reg = Registry()
+    a, b = model_run(runs_dir), model_run(runs_dir, auroc=0.85)
+    reg.promote(a.id, "leads", "acme")
+    reg.promote(b.id, "leads", "acme")
+    reg.rollback("leads", "acme")
+    before = _pointers(reg)
+    (runs_dir / JOURNAL).unlink()
+    assert reg.rebuild() == 3
+    assert _pointers(reg) == before
+
+
+def test_a_failed_change_takes_its_journal_line_back(runs_dir, monkeypatch):
+    reg = Registry()
+    reg.promote(model_run(runs_dir).id, "leads", "acme")
+    journal = (runs_dir / JOURNAL).read_bytes()
+    b = model_run(runs_dir)
+
+    def broken_apply(s, event):
+        raise RuntimeError("the index failed after the journal was written")
+
+    monkeypatch.setattr(Registry, "_apply", staticmethod(broken_apply))
+    with pytest.raises(RuntimeError):
+        reg.promote(b.id, "leads", "acme")
+    assert (runs_dir / JOURNAL).read_bytes() == journal
