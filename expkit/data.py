@@ -3,6 +3,9 @@
 :func:`load` reads CSV/TSV/semicolon/pipe text (delimiter sniffed), Parquet and
 JSON lines files, or passes a DataFrame through; every failure is a
 :class:`~expkit.errors.DataError` naming the file, the problem and what to do.
+:func:`check` says the same from the start of a file only (what ``expkit run``
+checks before it starts a kernel). Files on other machines (``http(s)://``,
+``s3://``, ...) are refused with what to do instead; ``file://`` URLs are read.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import gzip
 import hashlib
 import logging
 import lzma
+import re
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +26,14 @@ from .errors import ConfigError, DataError, TargetError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["load", "fingerprint", "split", "sample"]
+__all__ = ["load", "check", "fingerprint", "split", "sample"]
+
+#: URL schemes that name files on another machine; expkit reads local files only, so
+#: these are refused up front with what to do instead (download the file first).
+REMOTE_SCHEMES = frozenset({"http", "https", "ftp", "ftps", "sftp", "scp", "ssh", "s3", "s3a", "s3n", "gs",
+                            "gcs", "az", "abfs", "abfss", "adl", "wasb", "wasbs", "hdfs", "webhdfs", "oss",
+                            "swift", "dropbox", "gdrive", "github", "git", "hf", "smb", "webdav"})
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = ",\t;|"
@@ -61,10 +73,60 @@ def load(source, **read_kwargs) -> pd.DataFrame:
     """
     if isinstance(source, pd.DataFrame):
         return source
+    path, kind, opener, head = _open(source)
+    if kind in _PARQUET or head.startswith(b"PAR1"):
+        df = _read(path, pd.read_parquet, "Parquet", **read_kwargs)
+    elif kind in _JSONL or kind == ".json":
+        df = _read_json(path, kind, **read_kwargs)
+    else:
+        df = _read_text(path, head, **read_kwargs)
+    if df.shape[1] == 0 or len(df) == 0:
+        raise DataError(f"file {str(path)!r} has no data rows "
+                        f"({df.shape[1]} columns, {len(df)} rows)",
+                        hint="check that the export wrote the rows, not only a header")
+    log.info("loaded %s: %d rows x %d columns", path, len(df), df.shape[1])
+    return df
+
+
+def url_scheme(source) -> str | None:
+    """The scheme of ``source`` when it is a URL (``"https"``, ``"s3"``, ...), else None."""
+    match = _SCHEME.match(source) if isinstance(source, str) else None
+    return match[1].lower() if match else None
+
+
+def _shown_url(url: str) -> str:
+    """``url`` without a password, for messages."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def local_path(source) -> Path:
+    """The local file ``source`` names (a path or a ``file://`` URL); DataError for URLs
+    of files on other machines or of anything else."""
     if not isinstance(source, (str, Path)):
         raise DataError(f"cannot load a {type(source).__name__}",
                         hint="pass a file path or a pandas DataFrame")
-    path = Path(source).expanduser()
+    scheme = url_scheme(source)
+    if scheme == "file":
+        return Path(urllib.parse.unquote(urllib.parse.urlsplit(str(source)).path))
+    if scheme in REMOTE_SCHEMES:
+        raise DataError(f"{_shown_url(str(source))!r} names a file on another machine ({scheme}://); "
+                        "expkit reads tables from local files",
+                        hint="download it first (e.g. `curl -o data.csv URL`, `aws s3 cp URL .`) and "
+                             "pass the local file")
+    if scheme is not None:
+        raise DataError(f"cannot read {_shown_url(str(source))!r}: expkit.load reads local files, "
+                        f"not {scheme} URLs", hint="export the table to a CSV or Parquet file and pass that")
+    return Path(source).expanduser()
+
+
+def _open(source) -> tuple[Path, str, object, bytes]:
+    """(path, format suffix, decompressing opener, first bytes) of a table file; the
+    DataErrors every reader shares (missing, folder, empty, unreadable)."""
+    path = local_path(source)
     if not path.exists():
         raise DataError(f"file {str(path)!r} does not exist",
                         hint="check the path and the current folder "
@@ -79,19 +141,53 @@ def load(source, **read_kwargs) -> pd.DataFrame:
     opener = _OPENERS.get(kind)
     if opener:  # data.csv.gz -> look at ".csv"
         kind = suffixes[0] if len(suffixes) == 2 else ""
-    head = _head(path, opener)
+    return path, kind, opener, _head(path, opener)
+
+
+def check(source) -> list[str]:
+    """What :func:`load` would refuse about ``source``, found from the start of the file
+    (and a Parquet file's footer) without reading it all; returns the column names.
+
+    Raises
+    ------
+    DataError
+        As :func:`load` would: missing, a folder, empty, binary, not text, a first data
+        row longer than the header, a Parquet or JSON file that cannot be read.
+    """
+    path, kind, opener, head = _open(source)
     if kind in _PARQUET or head.startswith(b"PAR1"):
-        df = _read(path, pd.read_parquet, "Parquet", **read_kwargs)
-    elif kind in _JSONL or kind == ".json":
-        df = _read_json(path, kind, **read_kwargs)
-    else:
-        df = _read_text(path, head, **read_kwargs)
-    if df.shape[1] == 0 or len(df) == 0:
-        raise DataError(f"file {str(path)!r} has no data rows "
-                        f"({df.shape[1]} columns, {len(df)} rows)",
-                        hint="check that the export wrote the rows, not only a header")
-    log.info("loaded %s: %d rows x %d columns", path, len(df), df.shape[1])
-    return df
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as exc:  # noqa: BLE001 - a damaged footer, a truncated file
+            raise DataError(f"cannot read {str(path)!r} as Parquet: {exc}",
+                            hint="check that the file is a complete Parquet file") from exc
+    if kind in _JSONL or kind == ".json":
+        return []  # checked when read; a JSON table's columns are not known before
+    _, text = _decode(path, head, None)
+    if not text.strip():
+        raise DataError(f"file {str(path)!r} holds only blank lines",
+                        hint="re-export the table; it has no header and no rows")
+    delimiter = _sniff(path, text)
+    return _check_first_rows(path, text, delimiter)
+
+
+def _check_first_rows(path: Path, text: str, delimiter: str) -> list[str]:
+    """The header's fields; DataError when the first data row has more fields than the
+    header (pandas would silently make the first columns an index and shift the rest)."""
+    lines = text.splitlines()
+    if len(text) >= _SNIFF_BYTES - 4 and len(lines) > 1:
+        lines = lines[:-1]  # the last line may be cut
+    rows = [r for r in csv.reader(lines[:50], delimiter=delimiter) if r]
+    if not rows:
+        return []
+    header = rows[0]
+    if len(rows) > 1 and len(rows[1]) > len(header):
+        raise DataError(f"line 2 of {str(path)!r} has {len(rows[1])} fields but the header (line 1) has "
+                        f"{len(header)}", hint="fix that line (a stray delimiter, or a value holding the "
+                                               f"delimiter {delimiter!r} without quotes) or the header")
+    return header
 
 
 def _head(path: Path, opener) -> bytes:
@@ -166,6 +262,9 @@ def _read_text(path: Path, head: bytes, **kwargs) -> pd.DataFrame:
                         hint="re-export the table; it has no header and no rows")
     if "sep" not in kwargs and "delimiter" not in kwargs:
         kwargs["sep"] = _sniff(path, text)
+    sep = kwargs.get("sep", kwargs.get("delimiter"))
+    if isinstance(sep, str) and len(sep) == 1 and "index_col" not in kwargs:
+        _check_first_rows(path, text, sep)
     try:
         return pd.read_csv(path, encoding=encoding, **kwargs)
     except UnicodeDecodeError as exc:
@@ -183,7 +282,7 @@ def _read_text(path: Path, head: bytes, **kwargs) -> pd.DataFrame:
                         hint="re-export the table with a header row") from exc
     except (pd.errors.ParserError, ValueError) as exc:
         raise DataError(f"cannot parse {str(path)!r} as delimited text "
-                        f"(delimiter {kwargs.get('sep')!r}): {exc}",
+                        f"(delimiter {kwargs.get('sep')!r}): {' '.join(str(exc).split())}",
                         hint="pass sep='...' if the delimiter was guessed wrong, "
                              "or fix the malformed line") from exc
 

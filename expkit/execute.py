@@ -5,9 +5,10 @@ checks every parameter against the template's ``parameters`` cell (names,
 types, data paths, tenant names, a writable runs folder) *before* anything is
 created, then executes one run per tenant, ``workers`` at a time.
 :func:`execute` runs one template into one run folder: the executed notebook is
-saved after every cell, ``report.html`` (code hidden) is written whatever the
+saved after every cell (atomically, through a papermill I/O handler: a full disk
+never truncates it), ``report.html`` (code hidden) is written whatever the
 outcome, and the run ends ``succeeded``, ``failed`` (with the cell and the
-error) or ``interrupted``.
+error, or the file that could not be written and why) or ``interrupted``.
 
 Tenants run in separate processes (:func:`map_jobs`), one kernel each; that
 one function is the executor interface to swap for Dask or similar.
@@ -24,12 +25,13 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import nbformat
 
-from . import _lazy
-from .errors import ConfigError, DataError, RunError, Terminated
+from . import _lazy, db
+from .errors import ConfigError, DataError, ExpkitError, RunError, Terminated, WriteError
 from .files import sha256_file, write_text
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
 from .run import Run
+from .runs import sweep
 from .templates import (
     INJECTED,
     find_template,
@@ -46,16 +48,58 @@ _NBCONVERT_LOG.setLevel(logging.ERROR)
 
 
 def check_runs_dir(root) -> Path:
-    """The runs folder, created if needed; RunError if it cannot be written."""
+    """The runs folder, created if needed; RunError if it cannot be written, and
+    IndexDatabaseError if its index cannot be used."""
     root = _runs_dir(root)
     try:
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=root, prefix=".probe-"):
             pass
     except OSError as exc:
-        raise RunError(f"runs folder {root} is not writable: {exc.strerror or exc}",
+        raise RunError(f"runs folder {root} is not writable: {(exc.strerror or str(exc)).lower()}",
                        hint="pass --runs-dir or set EXPKIT_RUNS to a writable folder") from None
+    with db.session(root):  # a corrupt or unreachable index is said before a run is made
+        pass
     return root
+
+
+class AtomicNotebookIO:
+    """The papermill I/O handler (papermill's handler registry, ``papermill_io.register``)
+    for paths starting with :data:`SCHEME`: the executed notebook is written with
+    :func:`expkit.files.write_text` (temporary file, fsync, rename), so the save after
+    each cell never leaves a truncated notebook.ipynb, and a failed save is a
+    :class:`~expkit.errors.WriteError` naming the file."""
+
+    SCHEME = "expkit-atomic://"
+
+    @classmethod
+    def local(cls, path: str) -> str:
+        return path[len(cls.SCHEME):] if path.startswith(cls.SCHEME) else path
+
+    @classmethod
+    def read(cls, path):
+        return Path(cls.local(path)).read_text(encoding="utf-8")
+
+    @classmethod
+    def write(cls, buf, path):
+        write_text(cls.local(path), buf)
+
+    @classmethod
+    def listdir(cls, path):
+        return [str(p) for p in Path(cls.local(path)).iterdir()]
+
+    @classmethod
+    def pretty_path(cls, path):
+        return cls.local(path)
+
+
+def _atomic(path: Path) -> str:
+    """``path`` as papermill should be given it to write through :class:`AtomicNotebookIO`."""
+    from papermill.iorw import papermill_io
+
+    if papermill_io.get_handler(AtomicNotebookIO.SCHEME) is not AtomicNotebookIO:
+        papermill_io.register(AtomicNotebookIO.SCHEME, AtomicNotebookIO)
+    return AtomicNotebookIO.SCHEME + str(path)
 
 
 def tenants_from(spec: str) -> list[str]:
@@ -103,9 +147,10 @@ def _running_cell(run: Run, template_nb) -> dict:
 
 
 def export_html(run: Run, error: Mapping | None = None) -> Path:
-    """Write report.html (executed notebook, code hidden); never raises.
+    """Write report.html (executed notebook, code hidden).
 
-    When the notebook cannot be rendered, the report says so and shows ``error``.
+    When the notebook cannot be rendered, the report says so and shows ``error``;
+    only writing the file can fail (:class:`~expkit.errors.WriteError`).
     """
     target = run.dir / "report.html"
     try:
@@ -172,7 +217,7 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
     try:
         run.start()
         log.info("run %s: executing %s", run.id, template.name)
-        pm.execute_notebook(str(template), str(run.dir / "notebook.ipynb"), parameters=injected,
+        pm.execute_notebook(str(template), _atomic(run.dir / "notebook.ipynb"), parameters=injected,
                             kernel_name=kernel_name, progress_bar=False, log_output=False,
                             request_save_on_cell_execute=True, cwd=str(cwd or Path.cwd()),
                             start_timeout=120,
@@ -185,10 +230,18 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
         status = "interrupted"
         error = {"message": "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"}
         raise
+    except WriteError as exc:  # saving the notebook failed (disk full, ...): name the file and why
+        error = {**_running_cell(run, template_nb), "message": f"{exc.reason} while writing {exc.name}"}
     except Exception as exc:  # dead kernel, kernel start failure, ...
         error = {**_running_cell(run, template_nb), "message": f"{type(exc).__name__}: {exc}"}
     finally:
-        export_html(run, error)
+        try:
+            export_html(run, error)
+        except WriteError as exc:
+            if status == "succeeded" or error is None:
+                status = "failed" if status == "succeeded" else status
+                error = {"message": f"{exc.reason} while writing {exc.name}"}
+            log.warning("run %s: %s", run.id, exc)
         run.finish(status, error)
         log.info("run %s: %s", run.id, status)
     return summary(run)
@@ -200,10 +253,11 @@ def summary(run: Run) -> dict:
     s = meta.get("summary") or {}
     error = meta.get("error") or {}
     where = f"cell {error['cell']}: " if error.get("cell") is not None else ""
+    report = run.dir / "report.html"
     return {"run_id": run.id, "tenant": meta.get("tenant"), "status": meta.get("status"),
             "winner": s.get("winner"), "metric_name": s.get("metric_name"), "metric": s.get("metric"),
             "error": f"{where}{error['message']}" if error.get("message") else None,
-            "path": str(run.dir), "report": str(run.dir / "report.html")}
+            "path": str(run.dir), "report": str(report) if report.is_file() else None}
 
 
 # -- many runs ---------------------------------------------------------------------------
@@ -211,10 +265,13 @@ def _job(job: dict) -> dict:
     try:
         return execute(**job)
     except Exception as exc:  # one tenant's trouble must not stop the others
-        log.exception("tenant %s could not run", job.get("tenant"))
+        if isinstance(exc, ExpkitError):
+            log.warning("tenant %s could not run: %s", job.get("tenant"), exc)
+        else:
+            log.exception("tenant %s could not run", job.get("tenant"))
         return {"run_id": None, "tenant": job.get("tenant"), "status": "failed", "winner": None,
-                "metric_name": None, "metric": None, "error": f"{type(exc).__name__}: {exc}", "path": None,
-                "report": None}
+                "metric_name": None, "metric": None, "path": None, "report": None,
+                "error": str(exc) if isinstance(exc, ExpkitError) else f"{type(exc).__name__}: {exc}"}
 
 
 def map_jobs(fn: Callable[[dict], dict], jobs: Sequence[dict], workers: int = 1,
@@ -281,7 +338,9 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
     for tenant in tenants:
         if tenant is not None:
             safe_name(tenant, "tenant")
+    safe_name(path.stem, "template")
     root = check_runs_dir(runs_dir)
+    sweep(root)  # what killed runs left behind: temporary files, runs still marked running
     name = path.stem
     jobs = [{"template": str(path), "params": params, "tenant": t, "runs_dir": str(root),
              "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name} for t in tenants]

@@ -87,6 +87,21 @@ def write_bytes(path, data: bytes) -> Path:
     return path
 
 
+def check_writable(path) -> Path:
+    """Make sure ``path`` can be written (its folder is created if missing), before work
+    that ends by writing it; WriteError naming the file and the cause otherwise."""
+    path = Path(path)
+    probe = tmp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        probe.unlink()
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
+    return path
+
+
 def write_text(path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return write_bytes(path, text.encode("utf-8"))
@@ -148,6 +163,18 @@ def read_lines(path) -> list[dict]:
         if isinstance(item, dict):
             out.append(item)
     return out
+
+
+@contextlib.contextmanager
+def locked(path):
+    """Hold an exclusive lock on the file ``path`` (created if needed), across processes."""
+    try:
+        fh = open(path, "a")
+    except OSError as exc:
+        raise WriteError(path, exc) from exc
+    with fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield  # closing the file releases the lock
 
 
 def _pid_alive(pid: int) -> bool:

@@ -342,6 +342,8 @@ def _column(s: pd.Series, ct, y: pd.Series | None = None, task: str | None = Non
         warn.append(("id", f"ID-like ({ct.evidence}); not used as a feature"))
     elif ct.type == "constant":
         warn.append(("constant", f"constant ({ct.evidence}); not used as a feature"))
+    elif ct.type == "date" and "warning: " in ct.evidence:
+        warn.append(("mixed_dates", ct.evidence.split("warning: ", 1)[1]))
     if fill < MOSTLY_EMPTY and ct.type != "constant":
         warn.append(("mostly_empty", f"mostly empty: {fill:.0%} of rows have a value"))
     if counts is not None and not pd.api.types.is_numeric_dtype(s):
@@ -374,7 +376,8 @@ def profile(df: pd.DataFrame, target: str | None = None, schema=None, *,
         an HTML table in notebooks. Warning kinds: ``leak`` (association at
         least 0.95), ``id``, ``constant``, ``mostly_empty`` (under 10% filled),
         ``placeholder`` (values like "Select", "unknown", "?", "N/A" that mean
-        missing, with their share of rows).
+        missing, with their share of rows), ``mixed_dates`` (dates in several
+        formats), ``few_rows`` (a table of one row).
     """
     n_rows = len(df)
     if schema is not None:
@@ -417,4 +420,9 @@ def profile(df: pd.DataFrame, target: str | None = None, schema=None, *,
                          else (None,) * 4),
                        block=block.get(name))
                for name in df.columns]
+    if n_rows < 2:  # every column looks constant; the table is what is short
+        log.warning("the table has %d row(s)", n_rows)
+        for c in columns:
+            c["warnings"] = [("few_rows", f"the table has {n_rows} row(s); nothing can be said about "
+                                          "this column's values")]
     return Profile(columns, schema, target, task, n_rows, len(df))

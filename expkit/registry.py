@@ -17,7 +17,6 @@ folder that changed since, naming the file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import getpass
 import json
 import logging
@@ -31,7 +30,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db
 from .errors import ModelError, PromotionError, RegistryError, RunError
-from .files import append_line, changed, file_digests, now, read_lines, sha256_dir, sha256_file
+from .files import append_line, changed, file_digests, locked, now, read_lines, sha256_dir, sha256_file
 from .paths import runs_dir as _runs_dir
 from .run import get as get_run
 
@@ -167,8 +166,7 @@ class Registry:
     def _locked(self):
         """One registry change at a time across processes (a lock file in the runs folder)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / _LOCK, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with locked(self.root / _LOCK):
             yield
 
     def _pending(self, s) -> tuple[list[dict], list[ModelVersion]]:

@@ -12,6 +12,11 @@ Status lifecycle: ``created -> running -> succeeded | failed | interrupted``.
 A run still marked ``created`` or ``running`` whose process is gone is shown,
 and stored, as ``interrupted``.
 
+A run folder appears whole: it is made under a temporary name, given its
+``run.json``, then renamed; if it cannot be indexed it is removed again. It also
+holds a small reserve file (``.reserve``) that is given up when the disk is full,
+so the final status and its cause can still be written to run.json.
+
 Inside a template executed by ``expkit run``, ``Run.current(run_dir)`` returns
 the run that papermill injected through the ``run_dir`` parameter; used by
 hand it creates an interactive run (call :meth:`Run.finish` when done).
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import getpass
 import json
@@ -29,6 +35,7 @@ import math
 import os
 import re
 import secrets
+import shutil
 import socket
 import subprocess
 from pathlib import Path
@@ -39,8 +46,8 @@ from sqlalchemy import Float, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db
-from .errors import ConfigError, RunError
-from .files import now, read_json, versions, write_json
+from .errors import ConfigError, IndexDatabaseError, RunError, WriteError
+from .files import now, read_json, tmp_path, versions, write_bytes, write_json
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
 
@@ -50,6 +57,10 @@ STATUSES = ("created", "running", "succeeded", "failed", "interrupted")
 FINAL = ("succeeded", "failed", "interrupted")
 #: The hold-out metric runs, comparisons and the registry gate use, per task.
 HEADLINE = {"binary": "auroc", "multiclass": "auroc", "regression": "r2"}
+#: Bytes set aside in each unfinished run folder (``.reserve``) for writing its final
+#: status when the disk is full.
+RESERVE_BYTES = 256 * 1024
+_RESERVE = ".reserve"
 _current: "Run | None" = None
 
 
@@ -161,7 +172,6 @@ class Run:
         tenant_part = "all" if tenant is None else safe_name(tenant, "tenant")
         run_id = f"{stamp}-{safe_name(template, 'template')}-{tenant_part}-{secrets.token_hex(3)}"
         directory = root / run_id
-        directory.mkdir(parents=True)
         meta = {
             "id": run_id, "kind": kind, "template": template,
             "template_path": str(template_path) if template_path else None,
@@ -173,9 +183,22 @@ class Run:
             "git_commit": _git_commit(Path.cwd()), "user": getpass.getuser(),
             "pid": os.getpid(), "host": socket.gethostname(),
         }
-        write_json(directory / "run.json", meta)
+        building = tmp_path(directory)  # the folder appears only once it holds run.json
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            building.mkdir()
+            write_bytes(building / _RESERVE, bytes(RESERVE_BYTES))
+            write_json(building / "run.json", meta)
+            os.rename(building, directory)
+        except OSError as exc:  # named after the run folder, not its temporary name
+            shutil.rmtree(building, ignore_errors=True)
+            raise WriteError(directory, exc) from exc
         run = cls(directory)
-        run._index(meta)
+        try:
+            run._index(meta)
+        except BaseException:  # no run folder the index does not know
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
         return run
 
     @classmethod
@@ -207,8 +230,19 @@ class Run:
     # -- run.json -----------------------------------------------------------------
     @property
     def meta(self) -> dict:
-        """The content of run.json (read from disk)."""
-        return read_json(self.dir / "run.json", {})
+        """The content of run.json (read from disk); RunError naming the file when it
+        cannot be read or is not a JSON object (cut short, edited by hand)."""
+        path = self.dir / "run.json"
+        try:
+            meta = read_json(path, {})
+        except (OSError, ValueError) as exc:
+            raise RunError(f"cannot read {path}: {exc}",
+                           hint="restore the file, or move the run folder away; `expkit runs rebuild-index` "
+                                "skips it") from None
+        if not isinstance(meta, dict):
+            raise RunError(f"{path} does not hold a JSON object",
+                           hint="restore the file, or move the run folder away")
+        return meta
 
     @property
     def id(self) -> str:
@@ -224,7 +258,13 @@ class Run:
 
     @property
     def metrics(self) -> dict:
-        return read_json(self.dir / "metrics.json", {})
+        """The content of metrics.json ({} before any metric is logged)."""
+        path = self.dir / "metrics.json"
+        try:
+            metrics = read_json(path, {})
+        except (OSError, ValueError) as exc:
+            raise RunError(f"cannot read {path}: {exc}", hint="restore the file or re-run") from None
+        return metrics if isinstance(metrics, dict) else {}
 
     @contextlib.contextmanager
     def _locked(self):
@@ -237,6 +277,13 @@ class Run:
 
     def update(self, **fields) -> dict:
         """Merge ``fields`` into run.json (atomically, under a lock) and the index."""
+        meta = self._write(fields)
+        self._index(meta)
+        return meta
+
+    def _write(self, fields: Mapping) -> dict:
+        """Merge ``fields`` into run.json. When the disk is full, the folder's reserve
+        file is given up and the write tried once more."""
         with self._locked():
             meta = self.meta
             for key, value in fields.items():
@@ -245,8 +292,15 @@ class Run:
                     meta[key] = {**meta[key], **value}
                 else:
                     meta[key] = value
-            write_json(self.dir / "run.json", meta)
-        self._index(meta)
+            try:
+                write_json(self.dir / "run.json", meta)
+            except WriteError as exc:
+                reserve = self.dir / _RESERVE
+                if exc.errno not in (errno.ENOSPC, errno.EDQUOT) or not reserve.exists():
+                    raise
+                log.warning("run %s: disk full, using the reserve to write run.json", self.id)
+                reserve.unlink()
+                write_json(self.dir / "run.json", meta)
         return meta
 
     def _index(self, meta: Mapping) -> None:
@@ -267,8 +321,19 @@ class Run:
         ended = now()
         started = meta.get("started") or meta.get("created")
         duration = (dt.datetime.fromisoformat(ended) - dt.datetime.fromisoformat(started)).total_seconds()
-        return self.update(status=status, ended=ended, duration=round(duration, 3), error=error,
-                           summary=summarize_metrics(self.metrics))
+        try:
+            summary = summarize_metrics(self.metrics)
+        except RunError:  # a metrics.json cut short must not keep the run from ending
+            summary = meta.get("summary") or {}
+        meta = self._write({"status": status, "ended": ended, "duration": round(duration, 3),
+                            "error": error, "summary": summary})
+        with contextlib.suppress(OSError):
+            (self.dir / _RESERVE).unlink()
+        try:
+            self._index(meta)
+        except IndexDatabaseError as exc:  # run.json is the record; the index catches up on listing
+            log.warning("run %s ended %s, but the index could not be updated: %s", self.id, status, exc)
+        return meta
 
     # -- logging from notebooks -------------------------------------------------------
     def log_params(self, params: Mapping | None = None, **more) -> None:
@@ -309,16 +374,25 @@ class Run:
 
     def save_figure(self, name: str, fig) -> Path:
         """Save a matplotlib figure as figures/<name>.png."""
+        import io
+
         path = self.dir / "figures" / f"{safe_name(name, 'figure name')}.png"
         path.parent.mkdir(exist_ok=True)
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        return path
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return write_bytes(path, buffer.getvalue())
 
     def save_table(self, name: str, df: pd.DataFrame) -> Path:
         """Save a DataFrame as <name>.csv in the run folder."""
         path = self.dir / f"{safe_name(name, 'table name')}.csv"
-        df.to_csv(path, index=False)
-        return path
+        return write_bytes(path, df.to_csv(index=False).encode("utf-8"))
+
+    def reindex(self) -> dict:
+        """:meth:`reconcile`, then write run.json's content into the index (which may lag
+        behind it after a crash or a full disk); returns run.json's content."""
+        meta = self.reconcile()
+        self._index(meta)
+        return meta
 
     def reconcile(self) -> dict:
         """Mark the run ``interrupted`` if it is unfinished but its process is gone."""

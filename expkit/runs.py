@@ -11,15 +11,18 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import os
 import re
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 from sqlalchemy import delete, select
 
 from . import _lazy, db
-from .errors import ConfigError, RunError
-from .files import read_json
+from .errors import ConfigError, ExpkitError, RunError
+from .files import clean_stale
 from .paths import runs_dir
 from .run import (  # noqa: F401
     FINAL,
@@ -88,7 +91,7 @@ def list(template: str | None = None, tenant: str | None = None, status: str | N
     stale = [r.run_id for r in rows if r.status in ("created", "running") and not alive(r.pid, r.host)]
     for run_id in stale:
         with contextlib.suppress(RunError):
-            Run(root / run_id).reconcile()
+            Run(root / run_id).reindex()
     if stale:
         with db.session(root) as s:
             rows = s.scalars(query).all()
@@ -133,24 +136,91 @@ def compare(run_ids: Iterable[str], runs_dir=None) -> pd.DataFrame:
     return frame
 
 
-def rebuild_index(runs_dir=None) -> int:
-    """Recreate the index from the run folders; returns the number of runs indexed."""
+@dataclass
+class Rebuilt:
+    """What :func:`rebuild_index` (and :func:`expkit.index.rebuild`) did."""
+
+    runs: int = 0
+    #: (folder, why) of every folder that could not be indexed
+    skipped: list = field(default_factory=lambda: [])  # (``list`` is this module's function)
+    #: where a corrupt index file was moved before the rebuild (None if it was sound)
+    moved: Path | None = None
+    versions: int = 0
+    batches: int = 0
+    feedback: int = 0
+
+
+def rebuild_index(runs_dir=None) -> Rebuilt:
+    """Recreate the runs table of the index from the run folders.
+
+    A corrupt SQLite index is moved aside first (:func:`expkit.db.move_aside`). A
+    folder whose run.json cannot be read is skipped and listed in ``skipped``.
+    :func:`expkit.index.rebuild` also rebuilds the registry and the score log.
+    """
     root = _runs_dir(runs_dir)
     if not root.is_dir():
-        raise RunError(f"runs folder {root} does not exist")
+        raise RunError(f"runs folder {root} does not exist",
+                       hint="pass --runs-dir or set EXPKIT_RUNS to the folder holding the runs")
+    out = Rebuilt(moved=db.move_aside(root))
     records = []
-    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
-        meta = read_json(directory / "run.json")
-        if not isinstance(meta, dict) or "id" not in meta:
-            log.warning("skipping %s: no valid run.json", directory)
+    for directory in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (directory / "run.json").exists():
+            if any(directory.iterdir()) and directory.name[:8].isdigit():
+                out.skipped.append((directory, "no run.json"))
             continue
-        if meta.get("status") in ("created", "running") and not alive(meta.get("pid"), meta.get("host")):
-            meta = Run(directory).reconcile()
-        records.append(index_record(meta, directory, read_json(directory / "metrics.json", {})))
+        try:
+            run = Run(directory)
+            meta = run.meta
+            if "id" not in meta or meta["id"] != directory.name:
+                raise RunError(f"{directory / 'run.json'} belongs to run {meta.get('id')!r}, not to this folder")
+            if meta.get("status") in ("created", "running") and not alive(meta.get("pid"), meta.get("host")):
+                meta = run.reconcile()
+            records.append(index_record(meta, directory, run.metrics))
+        except (ExpkitError, OSError, KeyError, TypeError, ValueError) as exc:
+            why = exc.message if isinstance(exc, ExpkitError) else f"{type(exc).__name__}: {exc}"
+            log.warning("skipping %s: %s", directory, why)
+            out.skipped.append((directory, why))
     with db.session(root) as s:
         s.execute(delete(RunRecord))
         s.add_all(records)
-    return len(records)
+    out.runs = len(records)
+    return out
+
+
+def sweep(runs_dir=None) -> list[str]:
+    """Clean up after commands that were killed (kill -9, power cut); returns the run ids
+    whose state changed.
+
+    Temporary files and half-made run folders of processes that no longer run are
+    removed; unfinished runs whose process is gone are marked interrupted; run folders
+    the index does not know (killed between the two writes) are indexed. Only folders
+    the index does not show as finished are looked at, so this stays fast.
+    """
+    root = _runs_dir(runs_dir)
+    if not root.is_dir():
+        return []
+    clean_stale(root)
+    with db.session(root) as s:
+        known = dict(s.execute(select(RunRecord.run_id, RunRecord.status)).all())
+    changed = []
+    for entry in os.scandir(root):
+        if entry.name.startswith(".") or not entry.is_dir() or known.get(entry.name) in FINAL:
+            continue
+        for folder in (entry.path, os.path.join(entry.path, "model"), os.path.join(entry.path, "figures")):
+            clean_stale(folder)
+        if not os.path.exists(os.path.join(entry.path, "run.json")):
+            continue
+        try:
+            run = Run(entry.path)
+            if run.meta.get("status") in FINAL and known.get(entry.name) == run.meta.get("status"):
+                continue
+            meta = run.reindex()
+        except ExpkitError as exc:
+            log.warning("sweep: cannot check %s: %s", entry.path, exc)
+            continue
+        if known.get(entry.name) != meta.get("status"):
+            changed.append(entry.name)
+    return changed
 
 
 #: Names that moved elsewhere (deprecated aliases for one release).

@@ -165,9 +165,11 @@ _EMAIL = r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"
 _URL = r"(?:https?://|www\.)[^\s/$.?#][^\s]*"
 _PHONE = r"\+?[\d\s().-]{7,22}"
 _PHONE_SEPARATORS = r"^\+|^\(|\d[\s.()-]+\d[\s.()-]+\d"
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
 _DATE = (r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}(?:[T\s].*)?"
          r"|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}(?:[T\s].*)?"
-         r"|(?:\d{1,2}\s)?(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s\d{1,4}.*"
+         r"|(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+)?(?:\d{1,2}\s)?" + _MONTH + r"\s\d{1,4}.*"
+         r"|\d{1,2}[-\s/.]" + _MONTH + r"[-\s/.,]+\d{2,4}(?:[T\s].*)?"
          r"|\d{4}-\d{2}-\d{2}T.*")
 _THOUSANDS = r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?"
 _DECIMAL_COMMA = r"[-+]?\d+,\d+"
@@ -217,6 +219,22 @@ def parse_dates(values) -> "pd.Series":
         if out.notna().sum() < MATCH_SHARE * s.notna().sum():
             out = pd.to_datetime(s, errors="coerce", format="mixed")
     return out
+
+
+def _mixed_formats(values) -> str:
+    """A warning for the evidence when date strings come in more than one format (one
+    format read from the first value parses fewer than 90% of them), else ""."""
+    import pandas as pd
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        one = pd.to_datetime(pd.Series(values), errors="coerce")
+    if one.notna().mean() >= MATCH_SHARE:
+        return ""
+    first, other = values[one.notna().to_numpy()], values[one.isna().to_numpy()]
+    examples = ", ".join(repr(str(v)) for v in [*first[:1], *other[:1]])
+    return (f"; warning: mixed date formats (e.g. {examples}), each value parsed on its own: "
+            "check that day and month are read the right way round")
 
 
 @functools.lru_cache(maxsize=64)
@@ -325,9 +343,10 @@ def _infer_strings(values, name: str, distinct: int) -> tuple[str, str]:
         if share >= MATCH_SHARE:
             return typ, f"{share:.0%} of values{sampled} match {what} pattern"
     if _share(counts, _DATE) >= MATCH_SHARE:
-        share = _weighted(parse_dates(counts.index).notna().to_numpy(), counts)
+        parsed = parse_dates(counts.index)
+        share = _weighted(parsed.notna().to_numpy(), counts)
         if share >= MATCH_SHARE:
-            return "date", f"{share:.0%} of values{sampled} parse as dates"
+            return "date", f"{share:.0%} of values{sampled} parse as dates" + _mixed_formats(counts.index)
     if _share(counts, _PHONE) >= MATCH_SHARE:
         formatted = _weighted(_matches(counts.index, f".*(?:{_PHONE_SEPARATORS}).*"), counts)
         digits = counts.index.str.count(r"\d")

@@ -209,15 +209,40 @@ def resolve_params(path, strings: Mapping[str, str] | None = None,
 
 
 def check_data_paths(params: Mapping) -> None:
-    """DataError if a ``data``/``*_path``/``*_file`` parameter names a missing local file."""
+    """DataError, before anything runs, for what a template would fail on later.
+
+    ``data``: a table that is missing or that :func:`expkit.data.check` finds
+    unreadable from its first bytes, or a file on another machine (``https://``,
+    ``s3://``, ...), which is refused; with a ``target`` parameter, the target must be
+    one of its columns. ``*_path``/``*_file``: the local file must exist. Other URLs
+    (a database) and ``scheme:name`` sources are left to the template.
+    """
+    from .data import REMOTE_SCHEMES, check, local_path, url_scheme
+
+    columns = None
     for name, value in params.items():
         if not (name == "data" or name.endswith(("_path", "_file"))) or not isinstance(value, str):
             continue
-        if Path(value).expanduser().exists() or "://" in value:
-            continue  # a local file, or a URL the template reads itself
-        if ":" not in value.split("/")[0]:  # "scheme:name" sources are the template's business
+        scheme = url_scheme(value)
+        try:
+            if scheme in REMOTE_SCHEMES:
+                local_path(value)  # refuses, saying what to do
+            elif scheme not in (None, "file"):
+                continue  # e.g. a database URL: the template reads it itself
+            elif name == "data" and local_path(value).exists():
+                columns = check(value)
+                continue
+        except DataError as exc:
+            raise DataError(f"parameter {name!r}: {exc.message}", hint=exc.hint) from None
+        if local_path(value).exists():
+            continue
+        if scheme == "file" or ":" not in value.split("/")[0]:  # "scheme:name" is the template's business
             raise DataError(f"parameter {name!r}: data path {value} does not exist",
                             hint=f"looked in {Path.cwd()}")
+    target = params.get("target")
+    if columns and isinstance(target, str) and target not in columns:
+        raise DataError(f"parameter 'target': {target!r} is not a column of {params['data']}",
+                        hint=f"columns: {', '.join(map(str, columns[:30]))}")
 
 
 

@@ -27,6 +27,7 @@ STAGES = [
     ["expkit.registry"],
     ["expkit.promote"],
     ["expkit.scoring."],
+    ["expkit.index"],
     ["expkit.monitoring."],
     ["expkit.cli.", "expkit.widgets."],
 ]

@@ -63,7 +63,7 @@ class ExpkitGroup(click.Group):
 def _fail(message: str, code: int, debug: bool) -> int:
     if debug and sys.exc_info()[0] is not None:
         traceback.print_exc()
-    click.echo(f"error: {message}", err=True)
+    click.echo("error: " + " ".join(str(message).split()), err=True)  # always one line
     return code
 
 

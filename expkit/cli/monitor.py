@@ -18,8 +18,11 @@ from .main import cli, runs_dir_option
 @runs_dir_option
 def monitor(app, html_path, check, thresholds, runs_dir):
     """Fleet KPIs, production models, drift and alerts."""
+    from ..files import check_writable
     from ..monitoring import monitor as run_monitor
 
+    if html_path:
+        check_writable(html_path)  # said now, not after the monitor has run
     result = run_monitor(app=app, runs_dir=runs_dir, thresholds=_parse_thresholds(thresholds))
     for name, value in zip(result.kpis["kpi"], result.kpis["value"]):
         click.echo(f"{name:<34}{fmt(value, '-')}")

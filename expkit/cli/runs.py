@@ -95,13 +95,17 @@ def runs_compare(run_ids, only_diff, runs_dir):
 @runs.command("rebuild-index")
 @runs_dir_option
 def runs_rebuild(runs_dir):
-    """Recreate the run index from the run folders."""
-    from .. import runs as runs_mod
+    """Recreate the index (runs, registry, score log, feedback) from the files."""
+    from ..index import rebuild
+    from ..paths import runs_dir as where
 
-    n = runs_mod.rebuild_index(runs_dir)
-    click.echo(f"indexed {n} run(s) in {runs_mod.runs_dir(runs_dir)}")
-
-
+    out = rebuild(runs_dir)
+    if out.moved:
+        click.echo(f"the corrupt index was moved to {out.moved}")
+    click.echo(f"indexed {out.runs} run(s), {out.versions} model version(s), {out.batches} score batch(es) "
+               f"and {out.feedback} feedback row(s) in {where(runs_dir)}")
+    for folder, why in out.skipped:
+        click.echo(f"skipped {folder}: {why}", err=True)
 
 
 def _show(value) -> str:

@@ -227,6 +227,9 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
         self.n_features_in_ = X.shape[1]
         self.feature_names_in_ = np.asarray(X.columns, dtype=object)
         if not sum(widths):
+            if len(X) < 2:  # every column of a one-row table is constant: say why
+                raise FeatureError(f"the table has {len(X)} row(s); features are learned from at least 2",
+                                   hint="load more rows")
             raise FeatureError("no column produced features",
                                hint=f"dropped: {self.dropped_}; check the schema")
         log.info("transmogrified %d columns into %d features (%d dropped)",

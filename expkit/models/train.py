@@ -88,6 +88,10 @@ def prepare(df: pd.DataFrame, target: str, task: str, drop=()) -> _Data:
         df = df[~missing]
         y_raw = y_raw[~missing]
     if len(df) < MIN_ROWS:
+        if not missing.any():
+            raise TargetError(f"the table has only {len(df)} row{'s' if len(df) != 1 else ''}; "
+                              f"a tournament needs at least {MIN_ROWS}",
+                              hint="load more rows or pool tenants")
         raise TargetError(f"only {len(df)} rows have a value of target {target!r}; "
                           f"a tournament needs at least {MIN_ROWS}",
                           hint="label more rows or pool tenants")

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 
 import pandas as pd
 
-from ..files import write_text
+from ..files import check_writable, write_text
 from ..scoring.scorelog import utcnow
 from . import dashboard
 from .thresholds import DEFAULT_THRESHOLDS
@@ -46,7 +45,7 @@ class MonitorResult:
         """A self-contained HTML dashboard (figures embedded as PNG); written to ``path`` if given."""
         page = dashboard.page(self)
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            check_writable(path)
             write_text(path, page)
         return page
 

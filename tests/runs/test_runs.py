@@ -151,7 +151,7 @@ def test_rebuild_index_from_folders(runs_dir):
 
     db.dispose()
     (runs_dir / "junk").mkdir()  # not a run: skipped
-    assert runs.rebuild_index(runs_dir) == 2
+    assert runs.rebuild_index(runs_dir).runs == 2
     assert sorted(runs.list(runs_dir=runs_dir).run_id) == sorted(r.id for r in runs_)
 
 

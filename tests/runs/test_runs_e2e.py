@@ -99,7 +99,7 @@ def test_two_run_processes_at_once_keep_the_index_intact(runs_dir):
     assert sorted(table.tenant) == ["t0", "t1"] and set(table.status) == {"succeeded"}
     with sqlite3.connect(runs_dir / "index.db") as con:
         assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert runs.rebuild_index(runs_dir) == 2
+    assert runs.rebuild_index(runs_dir).runs == 2
 
 
 def _wait_running(runs_dir, timeout=60):

@@ -168,7 +168,7 @@ def test_bad_inputs_are_one_line_errors_and_change_nothing(runs, tmp_path):
     try:
         with open(model_file, "ab") as fh:
             fh.write(b"tampered")
-        fails("score", tmp_path / "ok.csv", "-o", out, "--app", "leads", match="sha256")
+        fails("score", tmp_path / "ok.csv", "-o", out, "--app", "leads", match="model.skops (changed)")
     finally:
         shutil.copy2(saved, model_file)
 
