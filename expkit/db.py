@@ -183,7 +183,7 @@ def translate(exc: BaseException, key: str) -> IndexDatabaseError | None:
         if key.startswith("sqlite") and not env:
             return IndexDatabaseError(f"{what} is corrupt ({text})",
                                       hint="run `expkit runs rebuild-index` to rebuild it from the files "
-                                           "under the runs folder (the damaged file is kept beside it)")
+                                           "under the runs folder; the damaged file is kept beside it")
         return IndexDatabaseError(f"{what} is not a usable SQLite database ({text})",
                                   hint="point EXPKIT_DB at an index database, run `expkit runs rebuild-index` "
                                        "if it is a damaged one, or unset EXPKIT_DB")
@@ -255,7 +255,7 @@ def move_aside(runs_dir=None) -> Path | None:
         source = path.with_name(path.name + suffix)
         if source.exists():
             os.replace(source, target.with_name(target.name + suffix))
-    log.warning("moved the corrupt index %s aside to %s", path, target)
+    log.info("moved the corrupt index %s aside to %s", path, target)
     return target
 
 

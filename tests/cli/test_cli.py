@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -77,13 +80,34 @@ def test_runs_folder_not_writable(tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def _run_without_root_powers(*args) -> subprocess.CompletedProcess:
+    """The expkit command in a subprocess that cannot bypass file permissions: as root, the
+    capabilities that let root write anywhere (CAP_DAC_OVERRIDE, ...) are dropped with
+    util-linux's ``setpriv``; as another user it runs as it is."""
+    command = [sys.executable, "-c", "from expkit.cli import main; main()", *map(str, args)]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.fail("running as root needs util-linux's setpriv to drop CAP_DAC_OVERRIDE for this test")
+        command = [setpriv, "--inh-caps=-all", "--bounding-set=-dac_override,-dac_read_search,-fowner",
+                   "--", *command]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 def test_runs_folder_read_only(existing):
+    """A runs folder that exists but cannot be written: refused up front, as root too."""
+    before = snapshot(existing)
     existing.chmod(0o500)
     try:
-        assert_one_line_error(invoke("run", TINY, "--runs-dir", existing), "is not writable")
+        result = _run_without_root_powers("run", TINY, "--runs-dir", existing)
     finally:
         existing.chmod(0o700)
+    assert result.returncode != 0, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: runs folder") and "is not writable: permission denied" \
+        in lines[0], result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert snapshot(existing) == before
 
 
 def test_usage_errors_are_short(existing):
