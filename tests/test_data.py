@@ -137,3 +137,54 @@ def test_sample_stratified_keeps_order_and_shares():
     assert data.sample(df, 20_000) is df
     with pytest.raises(ConfigError):
         data.sample(df, 0)
+
+
+# -- what used to be misread or mangled --------------------------------------------------------
+def test_a_first_data_row_longer_than_the_header_is_an_error_naming_the_line(tmp_path):
+    from expkit.data import check
+
+    path = tmp_path / "leads.csv"
+    path.write_text("id,spend,converted\n1,10,yes,extra,more\n2,20,no\n")
+    for read in (data.load, check):
+        with pytest.raises(DataError, match=r"line 2 of .*leads.csv' has 5 fields but the header \(line 1\) has 3"):
+            read(path)
+    path.write_text("id,spend,converted\n1,10,yes\n2,20,no,extra\n")
+    with pytest.raises(DataError, match="Expected 3 fields in line 3, saw 4") as info:
+        data.load(path)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("url,pattern", [
+    ("http://127.0.0.1:8000/leads.csv", r"names a file on another machine \(http://\)"),
+    ("https://user:secret@example.com/leads.csv", r"names a file on another machine \(https://\)"),
+    ("s3://bucket/leads.parquet", r"\(s3://\); expkit reads tables from local files \(download it first"),
+    ("gs://bucket/x.csv", r"\(gs://\)"),
+    ("weird+scheme://x/y", r"expkit.load reads local files, not weird\+scheme URLs"),
+])
+def test_urls_are_refused_with_what_to_do(url, pattern):
+    with pytest.raises(DataError, match=pattern) as info:
+        data.load(url)
+    assert "secret" not in str(info.value)
+
+
+def test_file_urls_are_read(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("a,b\n1,2\n")
+    assert data.load(path.as_uri()).shape == (1, 2)
+
+
+def test_template_pre_check_refuses_before_anything_runs(tmp_path, monkeypatch):
+    from expkit.templates import check_data_paths
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ok.csv").write_text("spend,converted\n1,yes\n2,no\n")
+    (tmp_path / "ragged.csv").write_text("spend,converted\n1,yes,3\n2,no\n")
+    check_data_paths({"data": "ok.csv", "target": "converted"})
+    check_data_paths({"data": "postgresql://h/db", "target": "x"})  # a database: the template's business
+    for params, pattern in (
+            ({"data": "https://example.com/x.csv"}, r"parameter 'data': 'https://example.com/x.csv' names a file"),
+            ({"data": "ragged.csv"}, r"parameter 'data': line 2 of 'ragged.csv' has 3 fields"),
+            ({"data": "ok.csv", "target": "convrted"}, r"parameter 'target': 'convrted' is not a column of ok.csv"),
+            ({"data": "file:///no/such.csv"}, r"parameter 'data': data path file:///no/such.csv does not exist")):
+        with pytest.raises(DataError, match=pattern):
+            check_data_paths(params)

@@ -123,3 +123,38 @@ def test_inference_is_fast_on_wide_and_long_tables():
     long = datasets.leads(100_000)
     assert schema.infer(long).types == LEADS  # string checks look at a sample
     assert time.perf_counter() - start < 15  # ~2 s alone
+
+
+def test_mixed_date_formats_are_dates_with_a_warning_in_the_evidence():
+    import numpy as np
+    import pandas as pd
+
+    from expkit import profile
+    from expkit.schema import infer
+
+    days = pd.date_range("2023-01-01", periods=300, freq="D")
+    mixed = [d.strftime(["%Y-%m-%d", "%d-%b-%Y", "%a, %d %b %Y"][i % 3]) for i, d in enumerate(days)]
+    one = [d.strftime("%Y-%m-%d") for d in days]
+    df = pd.DataFrame({"mixed": mixed, "one": one, "y": np.arange(300) % 2})
+    schema = infer(df, "y")
+    assert schema["mixed"].type == "date" and "warning: mixed date formats" in schema["mixed"].evidence
+    assert "'2023-01-01'" in schema["mixed"].evidence
+    assert schema["one"].type == "date" and "warning" not in schema["one"].evidence
+    warnings = profile(df, "y").warnings
+    assert warnings[warnings["kind"] == "mixed_dates"]["column"].tolist() == ["mixed"]
+
+
+def test_a_one_row_table_is_said_as_such():
+    import pandas as pd
+
+    from expkit import Transmogrifier, profile
+    from expkit.errors import FeatureError, TargetError
+    from expkit.models.tournament import tournament
+    from expkit.schema import infer
+
+    df = pd.DataFrame({"spend": [10.0], "source": ["web"], "y": [1]})
+    assert set(profile(df, "y").warnings["kind"]) == {"few_rows"}
+    with pytest.raises(FeatureError, match=r"the table has 1 row\(s\)"):
+        Transmogrifier(infer(df, "y")).fit(df.drop(columns="y"), df["y"])
+    with pytest.raises(TargetError, match="the table has only 1 row; a tournament needs at least"):
+        tournament(df, "y", n_trials=1, progress=False)
