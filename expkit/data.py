@@ -17,6 +17,7 @@ import logging
 import lzma
 import re
 import urllib.parse
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +195,7 @@ def _head(path: Path, opener) -> bytes:
     try:
         with (opener or open)(path, "rb") as fh:
             return fh.read(_SNIFF_BYTES)
-    except (OSError, EOFError, lzma.LZMAError) as exc:
+    except (OSError, EOFError, lzma.LZMAError, zlib.error) as exc:
         raise DataError(f"cannot read {str(path)!r}: {exc}",
                         hint="check the file's permissions and that it is not corrupt") from exc
 

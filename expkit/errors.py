@@ -111,6 +111,7 @@ _WRITE_HINTS = {
     errno.EROFS: "that file system is read-only; choose a folder on a writable one",
     errno.ENOENT: "create the folder first, or choose an existing one",
     errno.ENOTDIR: "part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "that is a folder; give a file name inside it",
     errno.ENAMETOOLONG: "use a shorter path",
 }
 

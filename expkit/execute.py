@@ -35,6 +35,7 @@ from .runs import sweep
 from .templates import (
     INJECTED,
     find_template,
+    read_notebook,
     resolve_params,
     template_parameters,
     template_version,
@@ -202,7 +203,9 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
 
     template = Path(template).absolute()
     name = name or template.stem
-    template_nb = nbformat.read(str(template), as_version=4)
+    template_nb = read_notebook(template)
+    language = {} if (template_nb.metadata.get("kernelspec", {}).get("language")
+                      or template_nb.metadata.get("language_info", {}).get("name")) else {"language": "python"}
     digest = sha256_file(template)
 
     defaults = {k: v for k, v in template_parameters(template).items() if k not in INJECTED}
@@ -220,7 +223,7 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
         pm.execute_notebook(str(template), _atomic(run.dir / "notebook.ipynb"), parameters=injected,
                             kernel_name=kernel_name, progress_bar=False, log_output=False,
                             request_save_on_cell_execute=True, cwd=str(cwd or Path.cwd()),
-                            start_timeout=120,
+                            start_timeout=120, **language,
                             kernel_manager_class=_kernel_manager(run.dir / "kernel.log"))
         status = "succeeded"
     except PapermillExecutionError as exc:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
 import json
@@ -93,12 +94,17 @@ def check_writable(path) -> Path:
     path = Path(path)
     probe = tmp_path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file stands where a folder of the path should be
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory") from None
         with open(probe, "wb"):
             pass
         probe.unlink()
     except OSError as exc:
         raise WriteError(path, exc) from exc
+    if path.is_dir():
+        raise WriteError(path, IsADirectoryError(errno.EISDIR, "Is a directory"))
     return path
 
 

@@ -26,6 +26,7 @@ from . import _lazy
 from .errors import PromotionError, RunError
 from .execute import check_runs_dir, execute
 from .files import now, sha256_file, write_json, write_text
+from .paths import MAX_NAME
 from .registry import Registry
 from .templates import HISTORY, history, literal_parameters, nonliteral, parameters_cell
 
@@ -84,9 +85,10 @@ def promote_notebook(path, name: str, *, templates_dir=None, runs_dir=None, reas
         name, version, hash, path, scratch_run, changed (False when the content
         equals the current version, which is then kept).
     """
-    if not _NAME.match(str(name)):
-        raise PromotionError(f"refused: template name {name!r} is not valid",
-                             hint="use letters, digits, '_' or '-'")
+    if not _NAME.match(str(name)) or len(str(name)) > MAX_NAME:
+        shown = name if len(str(name)) <= 60 else f"{str(name)[:40]}...({len(str(name))} characters)"
+        raise PromotionError(f"refused: template name {shown!r} is not valid",
+                             hint=f"use letters, digits, '_' or '-', at most {MAX_NAME} characters")
     source = Path(path)
     if not source.is_file():
         raise PromotionError(f"refused: notebook {source} does not exist")

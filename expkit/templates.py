@@ -58,8 +58,12 @@ def find_template(name, templates_dir=None) -> Path:
     text = str(name)
     if text.endswith(".ipynb"):
         path = Path(text)
-        if path.is_file():
-            return path.absolute()
+        try:
+            if path.is_file():
+                return path.absolute()
+        except OSError as exc:  # e.g. a file name longer than the file system allows
+            raise RunError(f"template file {text[:60]}... cannot be used: {(exc.strerror or str(exc)).lower()}",
+                           hint="use a shorter path") from None
         raise RunError(f"template file {text} does not exist")
     for d in template_dirs(templates_dir):
         if "/" not in text and (d / f"{text}.ipynb").is_file():
@@ -109,9 +113,18 @@ def nonliteral(params: Mapping) -> list[str]:
     return [name for name, value in params.items() if value is _NONLITERAL]
 
 
+def read_notebook(path):
+    """The notebook at ``path`` (nbformat v4); RunError naming it when it cannot be read."""
+    try:
+        return nbformat.read(str(path), as_version=4)
+    except Exception as exc:  # nbformat raises several kinds for bad files
+        raise RunError(f"template {path} is not a readable notebook: {type(exc).__name__}: {exc}",
+                       hint="open and save it in Jupyter, or restore it") from None
+
+
 def template_parameters(path) -> dict:
     """Parameter name -> default of a template (non-literal defaults map to None)."""
-    nb = nbformat.read(str(path), as_version=4)
+    nb = read_notebook(path)
     try:
         _, cell = parameters_cell(nb)
     except RunError:

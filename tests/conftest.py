@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # tests/fixtures holds notebooks that fail or kill their kernel on purpose (for
 # the run-lifecycle tests); nbval must not collect them as notebooks to check.
-collect_ignore_glob = ["fixtures/*"]
+collect_ignore_glob = ["fixtures/*", "bad_inputs/files/*"]
 SHARED = Path(os.environ.get("EXPKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 

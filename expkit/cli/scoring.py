@@ -27,8 +27,10 @@ from .main import cli, runs_dir_option
 def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, runs_dir):
     """Score INPUT (CSV/Parquet/JSON lines) with the production model of APP/TENANT."""
     start = time.perf_counter()
+    from ..files import check_writable
     from ..scoring import score_file
 
+    check_writable(output)  # said before the model is loaded and the input read
     record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
                         reasons=reasons, keep=[c.strip() for k in keep for c in k.split(",")],
                         runs_dir=runs_dir, n_jobs=jobs)
