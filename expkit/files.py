@@ -228,6 +228,21 @@ def clean_stale(folder) -> list[Path]:
     return removed
 
 
+def write_csv(path, frame, **to_csv) -> Path:
+    """Write a DataFrame as CSV (UTF-8, no index unless asked) atomically."""
+    to_csv.setdefault("index", False)
+    return write_bytes(path, frame.to_csv(**to_csv).encode("utf-8"))
+
+
+def write_png(path, figure, **savefig) -> Path:
+    """Write a matplotlib figure as PNG atomically."""
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **savefig)
+    return write_bytes(path, buffer.getvalue())
+
+
 def read_json(path, default=None):
     """The JSON content of ``path``, or ``default`` when the file does not exist.
 

@@ -47,7 +47,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db
 from .errors import ConfigError, IndexDatabaseError, RunError, WriteError
-from .files import now, read_json, tmp_path, versions, write_bytes, write_json
+from .files import now, read_json, tmp_path, versions, write_bytes, write_csv, write_json, write_png
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
 
@@ -374,18 +374,14 @@ class Run:
 
     def save_figure(self, name: str, fig) -> Path:
         """Save a matplotlib figure as figures/<name>.png."""
-        import io
-
         path = self.dir / "figures" / f"{safe_name(name, 'figure name')}.png"
         path.parent.mkdir(exist_ok=True)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-        return write_bytes(path, buffer.getvalue())
+        return write_png(path, fig, dpi=100, bbox_inches="tight")
 
     def save_table(self, name: str, df: pd.DataFrame) -> Path:
         """Save a DataFrame as <name>.csv in the run folder."""
         path = self.dir / f"{safe_name(name, 'table name')}.csv"
-        return write_bytes(path, df.to_csv(index=False).encode("utf-8"))
+        return write_csv(path, df)
 
     def reindex(self) -> dict:
         """:meth:`reconcile`, then write run.json's content into the index (which may lag

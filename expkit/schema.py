@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping
 
 from .errors import SchemaError
+from .files import write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -110,8 +111,7 @@ class Schema:
     def to_json(self, path=None, **kw) -> str:
         text = json.dumps(self.to_dict(), indent=2, **kw)
         if path is not None:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            write_text(path, text)
         return text
 
     @classmethod

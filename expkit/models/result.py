@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .. import _lazy
-from ..files import jsonable, versions, write_json
+from ..files import jsonable, versions, write_csv, write_json, write_png
 from .bundle import save_model
 
 _HEADLINE = {"binary": "auroc", "multiclass": "auroc", "regression": "r2"}
@@ -151,14 +151,14 @@ class TournamentResult:
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self, directory / "model")
         write_json(directory / "metrics.json", self.summary())
-        self.leaderboard.assign(best_params=self.leaderboard["best_params"].map(
-            lambda p: json.dumps(jsonable(p)))).to_csv(directory / "leaderboard.csv", index=False)
-        self.trials.assign(params=self.trials["params"].map(lambda p: json.dumps(jsonable(p)))) \
-            .to_csv(directory / "trials.csv", index=False)
+        write_csv(directory / "leaderboard.csv", self.leaderboard.assign(
+            best_params=self.leaderboard["best_params"].map(lambda p: json.dumps(jsonable(p)))))
+        write_csv(directory / "trials.csv",
+                  self.trials.assign(params=self.trials["params"].map(lambda p: json.dumps(jsonable(p)))))
         figdir = directory / "figures"
         figdir.mkdir(exist_ok=True)
         for name, fig in self.figures().items():
-            fig.savefig(figdir / f"{name}.png", dpi=100)
+            write_png(figdir / f"{name}.png", fig, dpi=100)
         return directory
 
     # -- display ---------------------------------------------------------------------
@@ -224,7 +224,7 @@ class TenantTournamentResult:
         """Each tenant's result in ``directory/<tenant>/`` plus winners.csv."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.winners.to_csv(directory / "winners.csv", index=False)
+        write_csv(directory / "winners.csv", self.winners)
         for name, result in self.results.items():
             if result is not self.global_result:
                 result.save(directory / str(name))
