@@ -117,14 +117,15 @@ def record_batch(record: dict, runs_dir=None) -> None:
     """
     path = record_file(record["id"], runs_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, record)
-    try:
-        with session(runs_dir) as s:
-            s.add(ScoreBatch(**_columns(record)))
-    except BaseException:
-        with contextlib.suppress(OSError):
-            path.unlink()
-        raise
+    with locked(_runs_dir(runs_dir) / _LOCK):  # a reader's sync never sees the file without the row
+        write_json(path, record)
+        try:
+            with session(runs_dir) as s:
+                s.add(ScoreBatch(**_columns(record)))
+        except BaseException:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
 
 
 def _columns(record: dict) -> dict:
@@ -285,14 +286,15 @@ def add_feedback(app: str, tenant, ids, labels, runs_dir=None) -> int:
         return 0
     root = _runs_dir(runs_dir)
     load_id = new_batch_id(app)
-    path = _write_feedback(root, load_id, rows)
-    try:
-        with session(root) as s:
-            s.execute(insert(Feedback), [{**r, "load_id": load_id} for r in rows])
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(path)
-        raise
+    with locked(root / _LOCK):
+        path = _write_feedback(root, load_id, rows)
+        try:
+            with session(root) as s:
+                s.execute(insert(Feedback), [{**r, "load_id": load_id} for r in rows])
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+            raise
     return len(rows)
 
 
