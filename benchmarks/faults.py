@@ -122,13 +122,20 @@ def unfinished(root: Path) -> list[str]:
 def _index(root: Path) -> dict:
     """What the index holds, read with sqlite3 (no expkit code that could heal it first)."""
     with sqlite3.connect(root / "index.db") as con:
-        runs = dict(con.execute("select run_id, status from runs"))
-        prod = {(a, t): (v, r) for a, t, v, r in con.execute(
-            "select app, tenant_key, version, run_id from model_versions where status = 'production'")}
-        versions = con.execute("select count(*) from model_versions").fetchone()[0]
-        batches = {b for (b,) in con.execute("select id from score_batches")}
+        tables = {t for (t,) in con.execute("select name from sqlite_master where type = 'table'")}
+
+        def rows(sql, table):
+            return con.execute(sql).fetchall() if table in tables else []
+
+        runs = dict(rows("select run_id, status from runs", "runs"))
+        prod = {(a, t): (v, r) for a, t, v, r in rows(
+            "select app, tenant_key, version, run_id from model_versions where status = 'production'",
+            "model_versions")}
+        versions = len(rows("select id from model_versions", "model_versions"))
+        batches = {b for (b,) in rows("select id from score_batches", "score_batches")}
+        logged = rows("select id, rows, output from score_batches", "score_batches")
     con.close()
-    return {"runs": runs, "production": prod, "versions": versions, "batches": batches}
+    return {"runs": runs, "production": prod, "versions": versions, "batches": batches, "logged": logged}
 
 
 def _from_files(root: Path) -> dict:
@@ -163,17 +170,15 @@ def checks(root: Path, work: Path) -> dict:
     problems["run.json and notebooks are valid JSON"] = bad_json
     index, files = _index(root), _from_files(root)
     problems["index agrees with the files"] = [
-        f"{key}: index {index[key]!r} != files {files[key]!r}" for key in index if index[key] != files[key]]
+        f"{key}: index {index[key]!r} != files {files[key]!r}" for key in files if index[key] != files[key]]
     outputs = []
-    with sqlite3.connect(root / "index.db") as con:
-        for batch_id, rows, output in con.execute("select id, rows, output from score_batches"):
-            if output is None:
-                continue
-            if not Path(output).is_file():
-                outputs.append(f"batch {batch_id}: output {output} is missing")
-            elif sum(1 for _ in open(output)) - 1 != rows:
-                outputs.append(f"batch {batch_id}: output {output} does not hold {rows} rows")
-    con.close()
+    for batch_id, rows, output in index["logged"]:
+        if output is None:
+            continue
+        if not Path(output).is_file():
+            outputs.append(f"batch {batch_id}: output {output} is missing")
+        elif sum(1 for _ in open(output)) - 1 != rows:
+            outputs.append(f"batch {batch_id}: output {output} does not hold {rows} rows")
     problems["every logged batch has its complete output"] = outputs
     before = _index(root)
     rebuilt = subprocess.run([*EXPKIT, "runs", "rebuild-index", "--runs-dir", str(root)], capture_output=True,
