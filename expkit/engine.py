@@ -252,7 +252,7 @@ class DaskEngine(Engine):
             there = self._client.run(_stat, str(path))
         except Exception:  # noqa: BLE001 - unreachable workers: they do not see it
             return False
-        return bool(there) and all(v == here for v in there.values())
+        return here is not None and bool(there) and all(v == here for v in there.values())
 
     def cancel(self) -> None:
         with self._lock:

@@ -130,17 +130,16 @@ def _parquet_parts(path: Path, rows: int) -> Iterator[Part]:
 
 def _header(path: Path) -> bytes:
     """The bytes of the first record (the header), quote-aware, newline included."""
+    head, inside, pos = b"", False, 0
     with open(path, "rb") as fh:
-        head = fh.read(BLOCK)
-    inside, pos = False, 0
-    while True:
-        nl = head.find(b"\n", pos)
-        if nl < 0:
-            return head
-        inside ^= head.count(b'"', pos, nl) % 2 == 1
-        if not inside:
-            return head[:nl + 1]
-        pos = nl + 1
+        while more := fh.read(1 << 20):
+            head += more
+            while (nl := head.find(b"\n", pos)) >= 0:
+                inside ^= head.count(b'"', pos, nl) % 2 == 1
+                pos = nl + 1
+                if not inside:
+                    return head[:pos]
+    return head
 
 
 def _byte_parts(path: Path, start: int, rows: int, quotes: bool, line: int) -> Iterator[Part]:
