@@ -91,7 +91,7 @@ def neutralise(table):
         risky = pc.and_(pc.match_substring_regex(col, _FORMULA),
                         pc.invert(pc.match_substring_regex(col, _NUMBER)))
         if pc.any(risky).as_py():
-            table = table.set_column(i, field.name, pc.if_else(risky, pc.binary_join_element_wise("'", col, ""), col))
+            table = table.set_column(i, field.name, pc.if_else(risky, pc.utf8_replace_slice(col, 0, 0, "'"), col))
     names = [f"'{n}" if n[:1] and n[0] in FORMULA_START and not re.match(_NUMBER, n) else n
              for n in table.column_names]
     return table.rename_columns(names) if names != table.column_names else table
