@@ -85,7 +85,7 @@ def test_cancel_stops_running_work_and_ends_the_workers(how):
     start = time.monotonic()
     e = engine.LocalEngine(2)
     pids = {pid for pid, _ in e.map(pid_and_square, range(4))}
-    running = e.submit(slow_then, 1, 300)
+    running = e.submit(slow_then, 1, 120)
     time.sleep(0.5)
     if how == "cancel":
         e.cancel()

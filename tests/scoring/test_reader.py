@@ -51,6 +51,18 @@ def test_text_parts_end_on_record_boundaries_and_keep_expkit_loads_null_policy(t
     assert got["note"].iloc[0] == 'two\nlines, and a "quote"' and got["lead_id"].iloc[1] == "008"
 
 
+def test_newlines_inside_long_quoted_values_are_never_boundaries(tmp_path):
+    """Most of the file's bytes (and newlines) lie inside quoted values: a planner that cut
+    at the first newline after its target would cut inside them nearly every time."""
+    src = tmp_path / "notes.csv"
+    note = '"' + "\n".join(f"line {j}, with ""quotes""" for j in range(30)) + '"'
+    src.write_text(TRICKY_HEADER + "".join(f"{i:04d},1.5,web,3,{note}\n" for i in range(300)))
+    parts, got = read_all(src, 9)
+    assert len(parts) > 20
+    assert got["lead_id"].tolist() == [f"{i:04d}" for i in range(300)]
+    assert (got["note"] == load(src, dtype="str")["note"]).all()
+
+
 def test_parquet_parts_are_row_groups_and_jsonl_parts_byte_ranges(tmp_path):
     df = pd.DataFrame({"a": range(1000), "b": [f"x{i}" for i in range(1000)]})
     df.to_parquet(tmp_path / "a.parquet", row_group_size=100)

@@ -271,3 +271,18 @@ def test_feedback(model, runs_dir, tmp_path):
     assert scoring.feedback(bad.head(1), app="leads") == 1
     stored = scorelog.feedback("leads")
     assert len(stored) == 40 and stored.set_index("id").loc["S6-00001", "label"] == 1
+
+
+def test_workers_load_only_bytes_that_match_the_checked_digest(model, runs_dir):
+    """A worker reads the model file itself: bytes that differ from the digest the calling
+    process verified (the file replaced in between) are refused, not scored."""
+    from expkit.scoring import scorer, worker
+
+    checked = scorer.load_scorer("leads", run=RUN, lazy=True)
+    ref = worker.ModelRef.of(checked)
+    assert worker.scorer_of(ref).model_sha256 == ref.sha256
+    changed = worker.ModelRef(**{**ref.__dict__, "sha256": "0" * 64})
+    with pytest.raises(ModelError, match="expected 000000000000"):
+        worker.scorer_of(changed)
+    with pytest.raises(ModelError, match="expected 000000000000"):
+        worker.scorer_of(changed, (runs_dir / RUN / "model" / "model.skops").read_bytes())
