@@ -31,7 +31,7 @@ import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import ConfigError
+from .errors import ConfigError, ExpkitError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ log = logging.getLogger(__name__)
 SCHEDULER_ENV = "EXPKIT_DASK_SCHEDULER"
 #: Prefix of ``cluster`` values that start a LocalCluster (``local:4``).
 LOCAL_CLUSTER = "local:"
+
+
+class WorkerLost(ExpkitError):
+    """A worker process ended in the middle of a call (killed, out of memory, crashed)."""
 
 
 class Engine:
@@ -74,12 +78,17 @@ class Engine:
             for item in items:
                 pending.append(self.submit(fn, item, *args, **kwargs))
                 if len(pending) >= limit:
-                    yield pending.popleft().result()
+                    yield self.result(pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield self.result(pending.popleft())
         finally:
             for future in pending:
                 future.cancel()
+
+    def result(self, future):
+        """The result of one of this engine's futures (its error raised as it is, a lost
+        worker as :class:`WorkerLost`)."""
+        return future.result()
 
     def broadcast(self, value: Any) -> Any:
         """A handle to pass as an argument in place of ``value`` (large: a model's bytes),
@@ -154,6 +163,16 @@ class LocalEngine(Engine):
         except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
             future.set_exception(exc)
         return future
+
+    def result(self, future):
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return future.result()
+        except BrokenProcessPool as exc:  # loky's TerminatedWorkerError is one
+            raise WorkerLost(f"a worker process ended unexpectedly: {exc}",
+                             hint="it may have run out of memory; try fewer --jobs or a smaller --chunksize") \
+                from exc
 
     def map(self, fn, items, /, *args, in_flight=None, **kwargs):
         if self.n_workers > 1:

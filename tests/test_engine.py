@@ -146,3 +146,14 @@ def test_a_real_cluster_runs_work_in_order_on_both_workers(dask_cluster):
         with pytest.raises(ValueError, match="item 3"):
             list(e.map(fail_at, range(6), 3))
     assert dask_cluster.pids()  # an external cluster stays up after the engine closes
+
+
+def kill_myself(x):
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_killed_mid_call_is_one_clear_error():
+    with engine.LocalEngine(2) as e, pytest.raises(engine.WorkerLost, match="ended unexpectedly"):
+        list(e.map(kill_myself, range(3)))
