@@ -38,9 +38,17 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = ",\t;|"
-_PARQUET = {".parquet", ".pq"}
-_JSONL = {".jsonl", ".ndjson"}
+#: The one format table of every reader (``load`` and scoring's partitioned reading):
+#: file-name suffix -> kind. ``text`` is delimited text (delimiter sniffed), ``json`` a
+#: file of JSON lines or one JSON table. A compression suffix may follow (data.csv.gz).
+FORMATS = {".csv": "text", ".tsv": "text", ".txt": "text", ".parquet": "parquet", ".pq": "parquet",
+           ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+#: The null policy of text tables: the strings read as missing, by ``load`` and by
+#: scoring's chunked reader alike (pandas' default list; pyarrow's lacks ``None`` and
+#: ``<NA>``). Typed formats (Parquet, JSON) keep their own nulls; a string there is a value.
+NULL_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+               "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 # Text that is not UTF-8 is tried as Windows-1252 (what spreadsheet exports use);
 # Latin-1 is not a fallback because it accepts any byte and so never says "no".
 _FALLBACK_ENCODING = "cp1252"
@@ -74,11 +82,11 @@ def load(source, **read_kwargs) -> pd.DataFrame:
     """
     if isinstance(source, pd.DataFrame):
         return source
-    path, kind, opener, head = _open(source)
-    if kind in _PARQUET or head.startswith(b"PAR1"):
+    path, kind, _, head = _open(source)
+    if kind == "parquet" or head.startswith(b"PAR1"):
         df = _read(path, pd.read_parquet, "Parquet", **read_kwargs)
-    elif kind in _JSONL or kind == ".json":
-        df = _read_json(path, kind, **read_kwargs)
+    elif kind in ("jsonl", "json"):
+        df = _read_json(path, kind, head, **read_kwargs)
     else:
         df = _read_text(path, head, **read_kwargs)
     if df.shape[1] == 0 or len(df) == 0:
@@ -87,6 +95,32 @@ def load(source, **read_kwargs) -> pd.DataFrame:
                         hint="check that the export wrote the rows, not only a header")
     log.info("loaded %s: %d rows x %d columns", path, len(df), df.shape[1])
     return df
+
+
+def file_format(path) -> tuple[str | None, str | None]:
+    """``(kind, compression)`` of a file from its name, by :data:`FORMATS`: kind ``text``,
+    ``parquet``, ``jsonl``, ``json`` or None (unknown suffix), compression ``.gz``, ``.bz2``,
+    ``.xz`` or None."""
+    suffixes = [s.lower() for s in Path(path).suffixes[-2:]]
+    compression = suffixes[-1] if suffixes and suffixes[-1] in _OPENERS else None
+    if compression:  # data.csv.gz -> look at ".csv"
+        suffixes = suffixes[:-1]
+    return (FORMATS.get(suffixes[-1]) if suffixes else None), compression
+
+
+def text_dialect(path, encoding: str | None = None) -> tuple[str, str]:
+    """``(encoding, delimiter)`` of a delimited text file as :func:`load` reads it: UTF-8,
+    else Windows-1252; the delimiter sniffed among ``, \\t ; |``. DataError for files
+    that are missing, binary, not text or blank."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file {str(path)!r} does not exist", hint="check the path")
+    head = _head(path, _OPENERS.get(file_format(path)[1]))
+    encoding, text = _decode(path, head, encoding)
+    if not text.strip():
+        raise DataError(f"file {str(path)!r} holds only blank lines",
+                        hint="re-export the table; it has no header and no rows")
+    return encoding, _sniff(path, text)
 
 
 def url_scheme(source) -> str | None:
@@ -124,8 +158,8 @@ def local_path(source) -> Path:
     return Path(source).expanduser()
 
 
-def _open(source) -> tuple[Path, str, object, bytes]:
-    """(path, format suffix, decompressing opener, first bytes) of a table file; the
+def _open(source) -> tuple[Path, str | None, object, bytes]:
+    """(path, kind as :func:`file_format` says, decompressing opener, first bytes) of a table file; the
     DataErrors every reader shares (missing, folder, empty, unreadable)."""
     path = local_path(source)
     if not path.exists():
@@ -137,11 +171,8 @@ def _open(source) -> tuple[Path, str, object, bytes]:
     if path.stat().st_size == 0:
         raise DataError(f"file {str(path)!r} is empty (0 bytes)",
                         hint="re-export the table; it has no header and no rows")
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    kind = suffixes[-1] if suffixes else ""
-    opener = _OPENERS.get(kind)
-    if opener:  # data.csv.gz -> look at ".csv"
-        kind = suffixes[0] if len(suffixes) == 2 else ""
+    kind, compression = file_format(path)
+    opener = _OPENERS.get(compression)
     return path, kind, opener, _head(path, opener)
 
 
@@ -155,8 +186,8 @@ def check(source) -> list[str]:
         As :func:`load` would: missing, a folder, empty, binary, not text, a first data
         row longer than the header, a Parquet or JSON file that cannot be read.
     """
-    path, kind, opener, head = _open(source)
-    if kind in _PARQUET or head.startswith(b"PAR1"):
+    path, kind, _, head = _open(source)
+    if kind == "parquet" or head.startswith(b"PAR1"):
         import pyarrow.parquet as pq
 
         try:
@@ -164,7 +195,7 @@ def check(source) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - a damaged footer, a truncated file
             raise DataError(f"cannot read {str(path)!r} as Parquet: {exc}",
                             hint="check that the file is a complete Parquet file") from exc
-    if kind in _JSONL or kind == ".json":
+    if kind in ("jsonl", "json"):
         return []  # checked when read; a JSON table's columns are not known before
     _, text = _decode(path, head, None)
     if not text.strip():
@@ -210,12 +241,20 @@ def _read(path: Path, reader, what: str, **kwargs) -> pd.DataFrame:
                         hint=f"check that the file is a complete {what} file") from exc
 
 
-def _read_json(path: Path, kind: str, **kwargs) -> pd.DataFrame:
-    if kind == ".json" and "lines" not in kwargs:
-        try:
-            return pd.read_json(path, lines=True, **kwargs)
-        except ValueError:
-            return _read(path, pd.read_json, "JSON", **kwargs)
+def is_json_table(head: bytes) -> bool:
+    """Whether a ``.json`` file starting with ``head`` holds one JSON table (``[...]`` or
+    ``{...}`` over several lines) rather than JSON lines."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return True
+    first = text.split(b"\n", 1)[0].strip()
+    return text.startswith(b"{") and not first.endswith(b"}")
+
+
+def _read_json(path: Path, kind: str, head: bytes = b"", **kwargs) -> pd.DataFrame:
+    if kind == "json" and "lines" not in kwargs and is_json_table(head):
+        kwargs.pop("nrows", None)
+        return _read(path, pd.read_json, "JSON", **kwargs)
     kwargs.setdefault("lines", True)
     return _read(path, pd.read_json, "JSON lines", **kwargs)
 
@@ -266,6 +305,8 @@ def _read_text(path: Path, head: bytes, **kwargs) -> pd.DataFrame:
     sep = kwargs.get("sep", kwargs.get("delimiter"))
     if isinstance(sep, str) and len(sep) == 1 and "index_col" not in kwargs:
         _check_first_rows(path, text, sep)
+    if "na_values" not in kwargs and "keep_default_na" not in kwargs:
+        kwargs.update(na_values=list(NULL_VALUES), keep_default_na=False)
     try:
         return pd.read_csv(path, encoding=encoding, **kwargs)
     except UnicodeDecodeError as exc:
