@@ -88,9 +88,10 @@ def write_bytes(path, data: bytes) -> Path:
     return path
 
 
-def check_writable(path) -> Path:
+def check_writable(path, *, folder: bool = False) -> Path:
     """Make sure ``path`` can be written (its folder is created if missing), before work
-    that ends by writing it; WriteError naming the file and the cause otherwise."""
+    that ends by writing it; WriteError naming the file and the cause otherwise.
+    ``folder``: ``path`` is a folder to be written as a whole (a Parquet dataset)."""
     path = Path(path)
     probe = tmp_path(path)
     try:
@@ -103,7 +104,7 @@ def check_writable(path) -> Path:
         probe.unlink()
     except OSError as exc:
         raise WriteError(path, exc) from exc
-    if path.is_dir():
+    if path.is_dir() and not folder:
         raise WriteError(path, IsADirectoryError(errno.EISDIR, "Is a directory"))
     return path
 

@@ -37,8 +37,10 @@ def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, cl
     start = time.perf_counter()
     from ..files import check_writable
     from ..scoring import score_file
+    from ..scoring.writer import output_kind
 
-    check_writable(output)  # said before the model is loaded and the input read
+    dataset = output_kind(output) == "dataset"  # said before the model is loaded and the input read
+    check_writable(str(output).rstrip("/\\") if dataset else output, folder=dataset)
     record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
                         reasons=reasons, keep=[c.strip() for k in keep for c in k.split(",")],
                         runs_dir=runs_dir, n_jobs=jobs, cluster=cluster, raw_text=raw_text)
