@@ -39,6 +39,8 @@ from .run import (  # noqa: F401
 
 log = logging.getLogger(__name__)
 _runs_dir = runs_dir  # functions below take a ``runs_dir`` argument that hides the name
+#: Finished runs this recent are still swept for temporary files (see :func:`sweep`).
+SWEEP_RECENT = dt.timedelta(hours=24)
 
 
 def _since(value) -> str | None:
@@ -194,17 +196,22 @@ def sweep(runs_dir=None) -> list[str]:
     Temporary files and half-made run folders of processes that no longer run are
     removed; unfinished runs whose process is gone are marked interrupted; run folders
     the index does not know (killed between the two writes) are indexed. Only folders
-    the index does not show as finished are looked at, so this stays fast.
+    the index does not show as finished, or as finished within :data:`SWEEP_RECENT`
+    (a kernel outlives a killed ``expkit run`` by a moment and may leave a temporary
+    file after its run was marked interrupted), are looked at, so this stays fast.
     """
     root = _runs_dir(runs_dir)
     if not root.is_dir():
         return []
     clean_stale(root)
+    recent = (dt.datetime.now(dt.timezone.utc) - SWEEP_RECENT).isoformat()
     with db.session(root) as s:
-        known = dict(s.execute(select(RunRecord.run_id, RunRecord.status)).all())
+        rows = s.execute(select(RunRecord.run_id, RunRecord.status, RunRecord.ended)).all()
+    known = {run_id: status for run_id, status, _ in rows}
+    settled = {run_id for run_id, status, ended in rows if status in FINAL and (ended or "") < recent}
     changed = []
     for entry in os.scandir(root):
-        if entry.name.startswith(".") or not entry.is_dir() or known.get(entry.name) in FINAL:
+        if entry.name.startswith(".") or not entry.is_dir() or entry.name in settled:
             continue
         for folder in (entry.path, os.path.join(entry.path, "model"), os.path.join(entry.path, "figures")):
             clean_stale(folder)

@@ -102,6 +102,11 @@ def test_sweep_cleans_what_a_kill_left_and_reconciles_the_index(runs_dir):
     table = runs.list(runs_dir=runs_dir).set_index("run_id")
     assert table.status.to_dict() == {killed.id: "interrupted", unindexed.id: "interrupted"}
     assert runs.sweep(runs_dir) == []  # nothing more to do
+    # a kernel that outlived its killed `expkit run` left a file after the run was marked
+    late = tmp_path(killed.dir / "model" / "model.skops")
+    late = late.with_name(late.name.replace(f".{os.getpid()}-", f".{pid}-"))
+    late.write_text("half")
+    assert runs.sweep(runs_dir) == [] and not late.exists()
 
 
 def test_a_truncated_run_json_is_named_and_skipped_by_rebuild(runs_dir):
