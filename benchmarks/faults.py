@@ -14,7 +14,9 @@ once more to completion, then:
 - the index agrees with the files: runs (status per folder), registry (production
   pointers replayed from ``registry.jsonl``), score log (batch ids of ``scores/*.json``);
 - every score-log batch's output file exists and is complete;
-- ``expkit runs rebuild-index`` restores the same runs, production pointers and batches.
+- ``expkit runs rebuild-index`` restores the same runs, production pointers and batches;
+- no process of a killed command (kernel, workers) is still alive 15 s after the kill
+  (those found are killed by the harness and reported).
 
 The scoring commands use only the CLI's documented options, so the harness works for
 whichever scoring engine is installed.
@@ -43,6 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "tiny.ipynb"
 RESULTS = ROOT / "benchmarks" / "results" / "faults.json"
 EXPKIT = [sys.executable, "-c", "from expkit.cli import main; main()"]
+#: Seconds a killed command's workers or kernel get to notice and exit.
+SURVIVOR_WAIT = 15.0
 
 
 # -- the project ----------------------------------------------------------------------------
@@ -87,18 +91,38 @@ def command(kind: str, i: int, root: Path, work: Path, run_ids: list[str]) -> li
             "--app", "leads", "--runs-dir", str(root)]
 
 
-def start(cmd: list[str], root: Path) -> subprocess.Popen:
+def start(cmd: list[str], root: Path, capture: bool = False) -> subprocess.Popen:
+    """The command in a session of its own (its process group holds what it starts). Output
+    is captured only for calls that are not killed: a killed command's children could
+    hold the pipes open."""
     env = {**os.environ, "EXPKIT_RUNS": str(root)}
     env.pop("EXPKIT_DB", None)
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(cmd, env=env, stdout=out, stderr=out, text=True, start_new_session=True)
 
 
 def finish(cmd: list[str], root: Path) -> tuple[float, subprocess.CompletedProcess]:
     began = time.perf_counter()
-    proc = start(cmd, root)
+    proc = start(cmd, root, capture=True)
     out, err = proc.communicate(timeout=600)
     return time.perf_counter() - began, subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def survivors(group: int, patience: float = SURVIVOR_WAIT) -> bool:
+    """Whether processes of the killed command's group still run after ``patience``
+    seconds; they are then killed (they are this harness's own, by group id)."""
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return False
+        time.sleep(0.2)
+    try:
+        os.killpg(group, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 # -- what a kill left, and the checks ------------------------------------------------------------
@@ -156,9 +180,12 @@ def _from_files(root: Path) -> dict:
     return {"runs": runs, "production": prod, "versions": versions, "batches": batches}
 
 
-def checks(root: Path, work: Path) -> dict:
+def checks(root: Path, work: Path, results: dict | None = None) -> dict:
     """Every invariant in the module docstring: {name: [problems]} (empty lists pass)."""
     problems: dict[str, list] = {}
+    problems[f"no process outlives a killed command by {SURVIVOR_WAIT:g} s"] = [
+        f"{kind} kill {i} (after {k['after_s']} s)" for kind, rec in (results or {}).items()
+        for i, k in enumerate(rec["kills"]) if k["survivors_killed"]]
     problems["nothing running"] = unfinished(root)
     problems["no temporary files"] = temporaries(root, work)
     bad_json = []
@@ -211,7 +238,7 @@ def torture(kind: str, kills: int, root: Path, work: Path, run_ids: list[str], r
         if proc.poll() is not None:  # it ended first: one more duration to draw from
             durations.append(time.perf_counter() - began)
             record["finished_before_the_kill"] += 1
-            proc.communicate(timeout=60)
+            survivors(proc.pid, patience=2)
             continue
         try:
             if group:
@@ -220,10 +247,9 @@ def torture(kind: str, kills: int, root: Path, work: Path, run_ids: list[str], r
                 proc.send_signal(signal.SIGKILL)
         except ProcessLookupError:
             pass
-        proc.communicate(timeout=120)
-        if not group:  # let the kernel or workers notice their parent is gone
-            time.sleep(1.5)
-        record["kills"].append({"after_s": round(delay, 2), "whole_group": group,
+        proc.wait(timeout=120)
+        left = survivors(proc.pid)  # the kernel or workers of a command killed alone must exit
+        record["kills"].append({"after_s": round(delay, 2), "whole_group": group, "survivors_killed": left,
                                 "tmp_left": len(temporaries(root, work)), "unfinished_left": len(unfinished(root))})
     _, last = finish(command(kind, 3 * i, root, work, run_ids), root)  # the next start cleans up
     record["next_start_exit"] = last.returncode
@@ -252,7 +278,7 @@ def main(argv=None) -> int:
     try:
         run_ids = prepare(root, work, args.score_rows)
         results = {k: torture(k, args.kills, root, work, run_ids, rng) for k in kinds}
-        problems = checks(root, work)
+        problems = checks(root, work, results)
     finally:
         shutil.rmtree(base, ignore_errors=True)
     failed = {k: v for k, v in problems.items() if v}

@@ -39,6 +39,6 @@ def test_kill_9_of_promote_and_run_leaves_a_consistent_project(runs_dir, tmp_pat
                for kind, kills in (("promote", 4), ("run", 2))}
     for kind, record in results.items():
         assert len(record["kills"]) >= 2 and record["next_start_exit"] == 0, (kind, record)
-    problems = faults.checks(runs_dir, work)
+    problems = faults.checks(runs_dir, work, results)
     assert not any(problems.values()), problems
     assert len(Registry(runs_dir).list()) >= 2
