@@ -289,6 +289,9 @@ class TableWriter:
     def _where(self) -> str:
         return f"{self.schema + '.' if self.schema else ''}{self.table} at {redact(self.target)}"
 
+    def __str__(self) -> str:  # what the score log records as the output
+        return f"{redact(self.target)} table {self.schema + '.' if self.schema else ''}{self.table}"
+
     def write(self, df) -> None:
         """Append a DataFrame (or an arrow table)."""
         if not isinstance(df, pd.DataFrame):

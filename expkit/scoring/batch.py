@@ -20,8 +20,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from .. import drift
-from ..errors import ScoringError
+from .. import drift, sql
+from ..errors import ConfigError, ScoringError
 from ..paths import runs_dir as _runs_dir
 from . import scorelog
 from .reader import (
@@ -55,7 +55,7 @@ class _Batch:
     stays bounded.
     """
 
-    def __init__(self, scorer: Scorer, app: str, tenant, runs_dir, output: Path | None, out_kind: str):
+    def __init__(self, scorer: Scorer, app: str, tenant, runs_dir, output, out_kind: str):
         self.scorer, self.app, self.tenant, self.runs_dir = scorer, app, tenant, runs_dir
         self.id = scorelog.new_batch_id(app)
         self.started = scorelog.utcnow()
@@ -63,8 +63,14 @@ class _Batch:
         self.ids_path.parent.mkdir(parents=True, exist_ok=True)
         self.ids_tmp = self.ids_path.with_name(self.ids_path.name + ".tmp")
         self.output = output
-        self.out_tmp = None if output is None else output.with_name(f".{output.name}.{self.id}.tmp")
-        self.out = None if output is None else Writer(self.out_tmp, out_kind, delimiter=output_delimiter(output))
+        self.out_tmp = None
+        if isinstance(output, sql.TableWriter):  # a database table: one transaction, committed last
+            self.out = output
+        elif output is not None:
+            self.out_tmp = output.with_name(f".{output.name}.{self.id}.tmp")
+            self.out = Writer(self.out_tmp, out_kind, delimiter=output_delimiter(output))
+        else:
+            self.out = None
         self.ids = Writer(self.ids_tmp, "parquet", dictionary=False)
         self.rows = 0
         self.counts = np.zeros(10, dtype=np.int64)
@@ -99,7 +105,7 @@ class _Batch:
         finally:
             self._worker.shutdown()
         self.ids.close()
-        if self.out is not None:
+        if self.out is not None and not isinstance(self.out, sql.TableWriter):
             self.out.close()
         record = {
             "id": self.id, "app": self.app, "tenant": self.tenant,
@@ -112,7 +118,9 @@ class _Batch:
         }
         os.replace(self.ids_tmp, self.ids_path)
         try:
-            if self.out is not None:
+            if isinstance(self.out, sql.TableWriter):
+                self.out.commit()
+            elif self.out is not None:
                 os.replace(self.out_tmp, self.output)
             scorelog.record_batch(record, self.runs_dir)
         except BaseException:
@@ -132,6 +140,8 @@ class _Batch:
         for p in (self.ids_tmp, self.out_tmp):
             if p is not None:
                 _remove(p)
+        if isinstance(self.out, sql.TableWriter):
+            self.out.abort()
 
 
 def _remove(path: Path) -> None:
@@ -202,15 +212,27 @@ def score(df: pd.DataFrame, app: str, tenant=None, run=None, reasons: int = 0, k
 
 
 def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 100_000,
-               reasons: int = 0, keep: Sequence[str] = (), runs_dir=None, n_jobs: int = 1) -> dict:
-    """Score a CSV/Parquet/JSON-lines file in chunks into a CSV or Parquet file.
+               reasons: int = 0, keep: Sequence[str] = (), runs_dir=None, n_jobs: int = 1,
+               query: str | None = None, table: str | None = None, if_exists: str = "append") -> dict:
+    """Score a CSV/Parquet/JSON-lines file or a database query in chunks into a CSV or
+    Parquet file or a database table.
 
-    The output is written to a temporary file and moved into place when complete;
-    only then is the batch appended to the score log. Memory is bounded by
-    ``chunksize`` whatever the file size. Other parameters and errors as :func:`score`.
+    The output is written to a temporary file and moved into place when complete (a
+    table: written in one transaction, committed when complete); only then is the batch
+    appended to the score log. Memory is bounded by ``chunksize`` whatever the input's
+    size. Other parameters and errors as :func:`score`.
 
     Parameters
     ----------
+    input, output : str or Path
+        Files, or database URLs (see :mod:`expkit.sql`; no password in them).
+    query : str, optional
+        With a database ``input``: a table name or a SELECT.
+    table : str, optional
+        With a database ``output``: the table to write (``schema.table`` allowed).
+    if_exists : str
+        With a database ``output``: ``append`` (default; the table is created if
+        missing), ``replace`` or ``fail``.
     n_jobs : int
         Processes scoring chunks (``-1``: one per CPU); 1 scores in this process.
 
@@ -221,29 +243,42 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
     """
     chunks = None
     try:
-        src, dst = Path(input), Path(output)
-        out_kind = file_kind(dst, "output")
-        columns = input_columns(src)
+        from_db, to_db = sql.is_url(str(input)), sql.is_url(str(output))
+        if from_db and not query:
+            raise ConfigError("the input is a database URL: give the query (a table name or a SELECT)",
+                              hint="--query TABLE or --query 'select ...'")
+        if to_db and not table:
+            raise ConfigError("the output is a database URL: give the table to write",
+                              hint="--table NAME")
+        src = str(input) if from_db else Path(input)
+        dst = str(output) if to_db else Path(output)
+        out_kind = "table" if to_db else file_kind(dst, "output")
+        where = f"{sql.redact(src)} ({query})" if from_db else f"input file {str(src)!r}"
+        columns = sql.columns(src, query) if from_db else input_columns(src)
         scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep)
-        scorer.check_columns(columns, f"input file {str(src)!r}")
+        scorer.check_columns(columns, where)
         storage = {c: storage_kind(scorer.schema[c]) for c in scorer.needed if c in scorer.schema}
         # dates are read as text too (coerced per chunk); kept columns outside the schema as well
         texts = [c for c, k in storage.items() if k in ("string", "datetime")]
         texts += [c for c in scorer.keep if c not in scorer.schema]
         numbers = [c for c, k in storage.items() if k == "number"]
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        if not to_db:
+            dst.parent.mkdir(parents=True, exist_ok=True)
 
         def read() -> Iterator[pd.DataFrame]:
+            if from_db:
+                return sql.read_chunks(src, query, chunksize, columns=scorer.needed)
             return iter_chunks(src, scorer.needed, chunksize, texts, numbers)
 
         chunks = read_ahead(read())
         results = _in_process(scorer, chunks)
-        batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)
+        target = sql.TableWriter(dst, table, if_exists) if to_db else dst
+        batch = _Batch(scorer, app, tenant, runs_dir, target, out_kind)
         try:
             for result in results:
                 batch.add(*result)
             if batch.rows == 0:
-                raise ScoringError(f"input file {str(src)!r} has no rows to score")
+                raise ScoringError(f"{where} has no rows to score")
             return batch.commit()
         except BaseException:
             batch.abort()
