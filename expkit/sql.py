@@ -138,10 +138,27 @@ def _engine(source):
 
     url = engine_url(source)
     try:
-        return create_engine(url)
+        engine = create_engine(url)
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"cannot open {redact(source)!r}: {exc}",
                           hint=_INSTALL.get(url.get_backend_name(), "install the database driver")) from None
+    if engine.dialect.name == "sqlite":
+        _sqlite_transactions(engine)
+    return engine
+
+
+def _sqlite_transactions(engine) -> None:
+    """SQLAlchemy's recipe for SQLite transactions that hold DDL too (pysqlite commits a
+    CREATE TABLE at once by itself), so a table written by TableWriter appears whole or not at all."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn):
+        conn.exec_driver_sql("BEGIN")
 
 
 def _selectable(query: str):
