@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
@@ -38,6 +39,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session
 
 from . import sql
+from .errors import ConfigError
 from .paths import db_url
 
 log = logging.getLogger(__name__)
@@ -102,9 +104,21 @@ def engine(runs_dir=None) -> Engine:
             _created[key] = set()
         missing = set(Base.metadata.tables) - _created[key]
         if missing:
-            _retry(lambda: _create_tables(eng))
+            try:
+                _retry(lambda: _create_tables(eng))
+            except OperationalError as exc:
+                raise _unreachable(exc, key) from None
             _created[key] |= missing
     return eng
+
+
+def _unreachable(exc: OperationalError, key: str) -> ConfigError:
+    """The error for an index database that cannot be opened (wrong host, password, ...)."""
+    message = (str(exc.orig or exc).strip().splitlines() or ["unknown error"])[0]
+    where = "$EXPKIT_DB" if os.environ.get("EXPKIT_DB") else "the runs folder"
+    return ConfigError(f"cannot open the index database {sql.redact(key)} ({where}): {message}",
+                       hint="check the URL's host, port, database and user; give the password in "
+                            "PGPASSWORD or ~/.pgpass, or as ${NAME} in the URL")
 
 
 def _create_tables(eng: Engine) -> None:
@@ -169,7 +183,12 @@ def session(runs_dir=None, lock: str | None = None, shared: bool = False) -> Ite
                 s.rollback()
                 raise
 
-        _retry(begin)
+        try:
+            _retry(begin)
+        except OperationalError as exc:
+            if _locked(exc):
+                raise
+            raise _unreachable(exc, url(runs_dir)) from None
         try:
             yield s
             s.commit()
