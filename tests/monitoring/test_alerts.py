@@ -131,3 +131,22 @@ def test_concurrent_monitors_send_once(project, runs_dir):
         p.join(60)
     assert counts == [0, 0, 0, 1]
     assert len((project / "alerts.jsonl").read_text().splitlines()) == 1
+
+
+def test_cli_alerts_test_and_list(project, runs_dir, webhook):
+    from click.testing import CliRunner
+
+    from expkit.cli import cli
+
+    configure(project, "log", {"webhook": webhook.url})
+    out = CliRunner().invoke(cli, ["alerts", "test"])
+    assert out.exit_code == 0 and f"webhook:{webhook.url}: sent" in out.output
+    assert webhook.received[0]["body"]["check"] == "test"
+    webhook.fail = True
+    out = CliRunner().invoke(cli, ["alerts", "test"])
+    assert out.exit_code == 1 and "FAILED" in out.output and "log: sent" in out.output
+    assert "no open alerts" in CliRunner().invoke(cli, ["alerts", "list"]).output  # a test is not recorded
+    webhook.fail = False
+    alerts.notify([DRIFT], EVALUATED, now=NOW)
+    listed = CliRunner().invoke(cli, ["alerts", "list"]).output
+    assert "open" in listed and "drift" in listed and "acme" in listed

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import expkit
 from expkit import runs, schedules
 from expkit.cli import cli
 from expkit.monitoring import alerts
@@ -91,6 +92,13 @@ def test_retraining_is_promoted_when_better_and_kept_out_when_worse(project, run
     assert len(caught) == 1 and caught[0]["missed"] == 3 and len(caught[0]["runs"]) == 1
     assert run_due(now="2024-08-01T03:06") == []
     assert list(schedules.starts("retrain", runs_dir)["missed"]) == [3, 0, 0, 1]
+    # every start is in the run index, so the fleet KPIs count them
+    kpis = expkit.monitor(app="leads")
+    assert kpis.kpi("experiments this week") == 4 and kpis.kpi("models trained this month") == 4
+    out = CliRunner().invoke(cli, ["models", "decisions", "--app", "leads"])
+    assert out.exit_code == 0 and out.output.count("schedule retrain:") == 4 and " no " in out.output
+    out = CliRunner().invoke(cli, ["schedule", "starts", "retrain"])
+    assert out.exit_code == 0 and out.output.count("\n") == 5 and "promoted acme v1" in out.output
 
 
 def test_a_failed_scheduled_run_is_an_alert_and_exit_1(project, runs_dir):
