@@ -60,6 +60,7 @@ def run_due(now=None, file=None, runs_dir=None, templates_dir=None, names=None) 
     """
     now = schedules.parse_time(now or schedules.utcnow())
     root = check_runs_dir(runs_dir)
+    alerts.config(file, root)  # a broken alerts section is an error before anything starts
     wanted = set(names) if names else None
     out = []
     for sched in schedules.load(file):
@@ -168,7 +169,12 @@ def _monitor_alerts(sched, results, file, root, now) -> list[dict]:
     for r in results:
         if r["status"] != "succeeded":
             continue
-        saved = alerts.load_saved(r["path"])
+        try:
+            saved = alerts.load_saved(r["path"])
+        except ValueError as exc:
+            log.error("schedule %s: run %s: %s is not valid JSON (%s)", sched.name, r["run_id"],
+                      alerts.ALERTS_FILE, exc)
+            continue
         if saved is None:
             log.warning("schedule %s: run %s saved no %s, so it has no alerts to send (the template "
                         "should call result.save_alerts(run.dir))", sched.name, r["run_id"], alerts.ALERTS_FILE)

@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import http.client
 import json
 import logging
 import os
 import re
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -103,6 +106,11 @@ class Sink:
 
     @property
     def id(self) -> str:
+        """A stable name for the sink: a webhook by its host and a digest of its address
+        (which often holds a token: it is not stored or printed)."""
+        if self.kind == "webhook":
+            digest = hashlib.sha256(self.target.encode()).hexdigest()[:8]
+            return f"webhook:{urllib.parse.urlsplit(self.target).netloc or '?'}#{digest}"
         return f"{self.kind}:{self.target}" if self.target else self.kind
 
     def send(self, alert: Mapping) -> None:
@@ -276,7 +284,7 @@ def notify(firing: Iterable[Mapping], evaluated: Iterable[tuple] = (), *, source
             try:
                 sink.send(record)
                 reached.append(sink.id)
-            except (OSError, ConfigError, urllib.error.URLError, ValueError) as exc:
+            except (OSError, ConfigError, http.client.HTTPException, ValueError) as exc:
                 log.error("alert %s/%s/%s not delivered to %s: %s", *key, sink.id, exc)
         _delivered(key, reached, runs_dir)
         if reached:

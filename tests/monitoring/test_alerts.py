@@ -70,7 +70,8 @@ def test_a_failed_sink_gets_the_alert_on_a_later_tick(project, runs_dir, webhook
     assert first[0]["sinks"] == [f"file:{project / 'alerts.jsonl'}"]
     webhook.fail = False
     second = alerts.notify([DRIFT], EVALUATED, now=NOW)
-    assert second[0]["sinks"] == [f"webhook:{webhook.url}"] and len(webhook.received) == 1
+    assert second[0]["sinks"] == [alerts.Sink("webhook", webhook.url).id] and len(webhook.received) == 1
+    assert second[0]["sinks"][0].startswith("webhook:127.0.0.1:") and "/hook" not in second[0]["sinks"][0]
     lines = (project / "alerts.jsonl").read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["check"] == "drift"  # the file got it once
     assert alerts.notify([DRIFT], EVALUATED, now=NOW) == []
@@ -140,7 +141,7 @@ def test_cli_alerts_test_and_list(project, runs_dir, webhook):
 
     configure(project, "log", {"webhook": webhook.url})
     out = CliRunner().invoke(cli, ["alerts", "test"])
-    assert out.exit_code == 0 and f"webhook:{webhook.url}: sent" in out.output
+    assert out.exit_code == 0 and f"{alerts.Sink('webhook', webhook.url).id}: sent" in out.output
     assert webhook.received[0]["body"]["check"] == "test"
     webhook.fail = True
     out = CliRunner().invoke(cli, ["alerts", "test"])
