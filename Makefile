@@ -36,7 +36,7 @@ lab: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/tournament.py
-	$(BIN)/python benchmarks/scoring.py --repeat 7
+	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/runs.py
 	$(BIN)/python benchmarks/sql.py --repeat 3
 

@@ -99,7 +99,8 @@ def engine(runs_dir=None) -> Engine:
                 eng = create_engine(key, connect_args={"timeout": BUSY_TIMEOUT})
                 _sqlite_setup(eng)
             else:
-                eng = create_engine(sql.engine_url(key), pool_pre_ping=True)
+                target = sql.engine_url(key)
+                eng = create_engine(target, pool_pre_ping=True, connect_args=sql.connect_args(target))
             _engines[key] = eng
             _created[key] = set()
         missing = set(Base.metadata.tables) - _created[key]

@@ -92,6 +92,17 @@ def engine_url(value: str):
     return url
 
 
+#: Seconds to wait for a PostgreSQL server before giving up (psycopg's default is 130 s).
+CONNECT_TIMEOUT = 10
+
+
+def connect_args(url) -> dict:
+    """Driver arguments for ``url``: a connect timeout for PostgreSQL unless the URL sets one."""
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        return {"connect_timeout": CONNECT_TIMEOUT}
+    return {}
+
+
 def _escape(text: str) -> str:
     from urllib.parse import quote
 
@@ -138,7 +149,7 @@ def _engine(source):
 
     url = engine_url(source)
     try:
-        engine = create_engine(url)
+        engine = create_engine(url, connect_args=connect_args(url))
     except (NoSuchModuleError, ImportError) as exc:
         raise ConfigError(f"cannot open {redact(source)!r}: {exc}",
                           hint=_INSTALL.get(url.get_backend_name(), "install the database driver")) from None
@@ -298,6 +309,7 @@ class TableWriter:
         self.schema, _, self.table = str(table).rpartition(".")
         self.schema = self.schema or None
         self.rows = 0
+        self.kind = "table"
         self._engine = _engine(target)
         self._conn = None
         self._tx = None
