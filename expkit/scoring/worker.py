@@ -21,7 +21,7 @@ import pandas as pd
 
 from .. import drift
 from ..errors import ModelError
-from ..models.bundle import ModelBundle
+from ..models.bundle import TRUSTED_TYPES, ModelBundle, trust_types, trusted_types
 from .reader import Part, Source, read_part
 from .scorer import Scorer, scored
 from .writer import neutralise
@@ -44,12 +44,14 @@ class ModelRef:
     reasons: int = 0
     keep: tuple[str, ...] = ()
     model_tenant: str | None = None
+    #: Types trusted with ``trust_types`` in the calling process (workers trust them too).
+    trusted: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, scorer: Scorer) -> "ModelRef":
         return cls(scorer.model_sha256, None if scorer.model_file is None else str(scorer.model_file),
                    scorer.bundle.card, scorer.version, scorer.run_id, scorer.reasons, tuple(scorer.keep),
-                   scorer.model_tenant)
+                   scorer.model_tenant, tuple(sorted(trusted_types() - TRUSTED_TYPES)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +109,7 @@ def scorer_of(ref: ModelRef, data: bytes | None = None) -> Scorer:
                 data = model_bytes(ref)
             else:
                 _check(data, ref)
+            trust_types(*ref.trusted)
             pipeline = ModelBundle(None, ref.card, data=data, file=ref.file).load().pipeline
             _models[ref.sha256] = pipeline
             while len(_models) > CACHED_MODELS:

@@ -286,3 +286,30 @@ def test_workers_load_only_bytes_that_match_the_checked_digest(model, runs_dir):
         worker.scorer_of(changed)
     with pytest.raises(ModelError, match="expected 000000000000"):
         worker.scorer_of(changed, (runs_dir / RUN / "model" / "model.skops").read_bytes())
+
+
+def test_types_trusted_in_this_process_are_trusted_by_the_workers(runs_dir, fitted, tmp_path):
+    """A model that needs ``trust_types(...)`` loads in worker processes too (fresh
+    interpreters: the calling process hands them the names with the model)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from expkit.features import Transmogrifier
+    from expkit.models.bundle import save_model, trust_types
+
+    from .conftest import schema
+    from .custom_step import Passthrough
+
+    train = fitted[1]
+    pipeline = make_pipeline(Transmogrifier(schema()), Passthrough(), LogisticRegression())
+    pipeline.fit(train.drop(columns="converted"), train["converted"])
+    card = {"task": "binary", "classes": [0, 1], "positive_class": 1, "threshold": 0.5,
+            "id_columns": ["lead_id"], "target": "converted", "schema": schema().to_dict()}
+    with pytest.raises(ModelError, match="Passthrough"):
+        save_model(pipeline, runs_dir / "run-custom" / "model", card=card)
+    trust_types("tests.scoring.custom_step.Passthrough")
+    save_model(pipeline, runs_dir / "run-custom" / "model", card=card)
+    src = write(leads(600, seed=4), tmp_path / "in.csv")
+    record = scoring.score_file(src, tmp_path / "out.csv", app="leads", run="run-custom", chunksize=200,
+                                n_jobs=2)
+    assert record["rows"] == 600 and no_workers_left()
