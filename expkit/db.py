@@ -5,7 +5,17 @@ WAL mode with a busy timeout so that several ``expkit run`` processes (and their
 kernels) can write at once. Every transaction starts with ``BEGIN IMMEDIATE``, so a
 writer takes the lock up front instead of failing half-way; taking the lock is
 retried on "database is locked". Any other SQLAlchemy URL can be used through
-``$EXPKIT_DB`` (e.g. PostgreSQL for a team).
+``$EXPKIT_DB`` (e.g. ``postgresql://expkit@db.example/expkit`` for a team; the
+password from ``PGPASSWORD`` or ``${NAME}`` in the URL, see :mod:`expkit.sql`).
+
+SQLite's ``BEGIN IMMEDIATE`` makes every transaction run alone. PostgreSQL runs
+them side by side (READ COMMITTED), so a transaction that reads and then writes
+on what it read (a promotion checks the production model, then replaces it) names
+a ``lock``: :func:`session` then takes a transaction-level advisory lock of that
+name first, and transactions with the same lock run one at a time, as on SQLite;
+``shared=True`` takes it in shared mode (many at once, but never beside the
+exclusive holder). Tables are created under a lock too, since two processes
+creating them at once collide in PostgreSQL's catalog.
 
 Tables are declared on :class:`Base` by the modules that own them (runs, registry,
 score log); this module imports none of them. :func:`session` creates, on first
@@ -16,17 +26,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session
 
+from . import sql
+from .errors import ConfigError
 from .paths import db_url
 
 log = logging.getLogger(__name__)
@@ -82,16 +95,44 @@ def engine(runs_dir=None) -> Engine:
             sqlite = key.startswith("sqlite")
             if sqlite:
                 Path(key.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-            eng = create_engine(key, connect_args={"timeout": BUSY_TIMEOUT} if sqlite else {})
             if sqlite:
+                eng = create_engine(key, connect_args={"timeout": BUSY_TIMEOUT})
                 _sqlite_setup(eng)
+            else:
+                target = sql.engine_url(key)
+                eng = create_engine(target, pool_pre_ping=True, connect_args=sql.connect_args(target))
             _engines[key] = eng
             _created[key] = set()
         missing = set(Base.metadata.tables) - _created[key]
         if missing:
-            _retry(lambda: Base.metadata.create_all(eng))
+            try:
+                _retry(lambda: _create_tables(eng))
+            except OperationalError as exc:
+                raise _unreachable(exc, key) from None
             _created[key] |= missing
     return eng
+
+
+def _unreachable(exc: OperationalError, key: str) -> ConfigError:
+    """The error for an index database that cannot be opened (wrong host, password, ...)."""
+    message = (str(exc.orig or exc).strip().splitlines() or ["unknown error"])[0]
+    where = "$EXPKIT_DB" if os.environ.get("EXPKIT_DB") else "the runs folder"
+    return ConfigError(f"cannot open the index database {sql.redact(key)} ({where}): {message}",
+                       hint="check the URL's host, port, database and user; give the password in "
+                            "PGPASSWORD or ~/.pgpass, or as ${NAME} in the URL")
+
+
+def _create_tables(eng: Engine) -> None:
+    with eng.begin() as conn:
+        _advisory_lock(conn, "expkit:create-tables")
+        Base.metadata.create_all(conn)
+
+
+def _advisory_lock(conn, name: str, shared: bool = False) -> None:
+    """On PostgreSQL, wait for the transaction-level advisory lock ``name`` (nothing elsewhere)."""
+    if conn.dialect.name == "postgresql":
+        fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.execute(text(f"SELECT {fn}(hashtextextended(:name, 0))"), {"name": name})
 
 
 def dispose() -> None:
@@ -119,21 +160,36 @@ def _retry(fn):
 
 
 @contextlib.contextmanager
-def session(runs_dir=None) -> Iterator[Session]:
+def session(runs_dir=None, lock: str | None = None, shared: bool = False) -> Iterator[Session]:
     """A transaction on the index: commits on success, rolls back on error.
 
     Taking the write lock is retried when the database is locked, so the body
     runs once, holding the lock, and concurrent writers never lose rows.
+
+    Parameters
+    ----------
+    lock : str, optional
+        On PostgreSQL, the advisory lock held for the whole transaction (see the
+        module docstring); SQLite holds its one write lock anyway.
+    shared : bool
+        Take ``lock`` in shared mode.
     """
     with Session(engine(runs_dir), expire_on_commit=False) as s:
         def begin():  # BEGIN (IMMEDIATE on SQLite) happens here
             try:
-                s.connection()
+                conn = s.connection()
+                if lock:
+                    _advisory_lock(conn, lock, shared)
             except OperationalError:
                 s.rollback()
                 raise
 
-        _retry(begin)
+        try:
+            _retry(begin)
+        except OperationalError as exc:
+            if _locked(exc):
+                raise
+            raise _unreachable(exc, url(runs_dir)) from None
         try:
             yield s
             s.commit()

@@ -3,9 +3,15 @@
 Every promotion adds a version row (who, when, why, the model folder and the
 sha256 of its ``model.skops``, the hold-out metric, the version it replaced);
 exactly one version per (app, tenant) is in production. Promotion and rollback
-each happen in one database transaction. ``tenant=None`` is the app-wide model;
-:meth:`Registry.production` falls back to it for tenants without a model of
-their own.
+each happen in one database transaction, holding the (app, tenant)'s lock (see
+:func:`expkit.db.session`), so concurrent promotions on PostgreSQL are checked
+against, and replace, one production model after the other. ``tenant=None`` is
+the app-wide model; :meth:`Registry.production` falls back to it for tenants
+without a model of their own.
+
+:meth:`Registry.promote_if_better` is the automatic path (``promote: if-better``
+in a schedule): the same gate, but a refusal is an outcome, not an error, and
+every decision, promoted or not, is kept with its reason (:meth:`Registry.decisions`).
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Float, Index, Integer, String, Text, func, select, text
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text, func, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db
@@ -65,6 +71,28 @@ class ModelVersion(db.Base):
                 "previous_version": self.previous_version}
 
 
+class PromotionDecision(db.Base):
+    """One automatic promotion attempt: promoted or not, and why."""
+
+    __tablename__ = "promotion_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(String(200), index=True)
+    tenant_key: Mapped[str] = mapped_column(String(200), default=_ALL)
+    run_id: Mapped[str] = mapped_column(String(200))
+    promoted: Mapped[bool] = mapped_column(Boolean)
+    version: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[str] = mapped_column(String(40))
+    by: Mapped[str] = mapped_column(String(200))
+
+    def to_dict(self) -> dict:
+        return {"app": self.app, "tenant": self.tenant_key or None, "run_id": self.run_id,
+                "promoted": self.promoted, "version": self.version, "reason": self.reason,
+                "decided_at": self.decided_at, "by": self.by}
+
+
+DECISION_COLUMNS = ["app", "tenant", "run_id", "promoted", "version", "reason", "decided_at", "by"]
 COLUMNS = ["app", "tenant", "version", "status", "production", "run_id", "metric_name", "metric",
            "promoted_at", "by", "reason", "previous_version", "model_dir", "sha256"]
 
@@ -79,6 +107,10 @@ def _where(app: str, tenant):
 
 def _who(tenant) -> str:
     return "all tenants" if tenant is None else f"tenant {tenant!r}"
+
+
+def _lock(app: str, tenant) -> str:
+    return f"expkit:registry:{app}:{_key(tenant)}"
 
 
 class Registry:
@@ -147,11 +179,11 @@ class Registry:
         summary = meta.get("summary") or {}
         name, value = summary.get("metric_name"), summary.get("metric")
         digest = sha256_file(model_file)
-        with db.session(self.root) as s:  # one transaction: archive the old, add the new
+        with db.session(self.root, lock=_lock(app, tenant)) as s:  # one transaction: archive the old, add the new
             current = s.scalars(select(ModelVersion).where(
                 _where(app, tenant) & (ModelVersion.status == "production"))).first()
             if current is not None and not force:
-                self._gate(current, name, value, tolerance)
+                gate(current.version, current.metric_name, current.metric, name, value, tolerance)
             latest = s.scalar(select(func.max(ModelVersion.version)).where(_where(app, tenant))) or 0
             if current is not None:
                 current.status = "archived"
@@ -168,29 +200,13 @@ class Registry:
                  entry["version"], run.id)
         return entry
 
-    @staticmethod
-    def _gate(current: ModelVersion, name, value, tolerance: float) -> None:
-        if current.metric is None or current.metric_name is None:
-            return
-        if name != current.metric_name or value is None or not math.isfinite(value):
-            raise PromotionError(
-                f"refused: production version {current.version} is measured by {current.metric_name}, "
-                f"the new run by {name}", hint="use --force to promote anyway")
-        lower = name in LOWER_IS_BETTER
-        worse = value - current.metric if lower else current.metric - value
-        if worse > tolerance:
-            raise PromotionError(
-                f"refused: hold-out {name} {value:.4f} is worse than production version "
-                f"{current.version} ({current.metric:.4f}) by more than {tolerance}",
-                hint="use --force (and --reason) to promote anyway")
-
     def rollback(self, app: str, tenant=None, reason: str | None = None, by: str | None = None) -> dict:
         """Put back the model that was in production before the current one.
 
         The current version is marked ``rolled_back`` and the previous one is
         promoted again as a new version (so the history stays complete).
         """
-        with db.session(self.root) as s:
+        with db.session(self.root, lock=_lock(app, tenant)) as s:
             current = s.scalars(select(ModelVersion).where(
                 _where(app, tenant) & (ModelVersion.status == "production"))).first()
             if current is None:
@@ -218,3 +234,82 @@ class Registry:
             entry = row.to_dict()
         log.info("app %s (%s): rolled back to the model of version %d", app, _who(tenant), previous.version)
         return entry
+
+    # -- automatic promotion ----------------------------------------------------------
+    def promote_if_better(self, run_id: str, app: str, tenant=None, tolerance: float = 0.01,
+                          by: str | None = None, why: str | None = None) -> dict:
+        """Promote a run's model through the gate of :meth:`promote`, never raising on a refusal.
+
+        The decision is recorded (:meth:`decisions`) with its reason: the hold-out
+        metric against production's when promoted, the gate's message when not.
+        ``why`` (e.g. ``"schedule retrain"``) starts the reason.
+
+        Returns
+        -------
+        dict
+            app, tenant, run_id, promoted, version (when promoted), reason, decided_at, by.
+        """
+        before = self._current(app, tenant)
+        who = by or getpass.getuser()
+        prefix = f"{why}: " if why else ""
+        try:
+            entry = self.promote(run_id, app, tenant, tolerance=tolerance, by=who,
+                                 reason=f"{prefix}promoted automatically (if better)")
+        except PromotionError as exc:
+            decision = {"promoted": False, "version": None, "reason": f"{prefix}{exc.message}"}
+        else:
+            if before is None or before.metric is None:
+                compared = "no production model to compare with" if before is None else \
+                    f"production version {before.version} has no metric"
+            else:
+                compared = (f"hold-out {entry['metric_name']} {_num(entry['metric'])} vs "
+                            f"{_num(before.metric)} of production version {before.version} "
+                            f"(tolerance {tolerance:g})")
+            decision = {"promoted": True, "version": entry["version"],
+                        "reason": f"{prefix}promoted as version {entry['version']}: {compared}"}
+        row = PromotionDecision(app=app, tenant_key=_key(tenant), run_id=str(run_id), by=who,
+                                decided_at=now(), **decision)
+        with db.session(self.root) as s:
+            s.add(row)
+            s.flush()
+            out = row.to_dict()
+        log.log(logging.INFO if out["promoted"] else logging.WARNING, "app %s (%s), run %s: %s",
+                app, _who(tenant), run_id, out["reason"])
+        return out
+
+    def decisions(self, app: str | None = None) -> pd.DataFrame:
+        """Every automatic promotion decision (newest first): promoted or not, and why."""
+        query = select(PromotionDecision).order_by(PromotionDecision.id.desc())
+        if app is not None:
+            query = query.where(PromotionDecision.app == app)
+        with db.session(self.root) as s:
+            rows = [r.to_dict() for r in s.scalars(query)]
+        return pd.DataFrame(rows, columns=DECISION_COLUMNS)
+
+    def _current(self, app: str, tenant) -> ModelVersion | None:
+        with db.session(self.root) as s:
+            return s.scalars(select(ModelVersion).where(
+                _where(app, tenant) & (ModelVersion.status == "production"))).first()
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def gate(version: int, metric_name, metric, name, value, tolerance: float) -> None:
+    """The promotion gate against production ``version`` (its ``metric_name`` = ``metric``):
+    PromotionError when the new hold-out ``name`` = ``value`` is measured differently or is
+    worse by more than ``tolerance`` (lower is better for :data:`LOWER_IS_BETTER`)."""
+    if metric is None or metric_name is None:
+        return
+    if name != metric_name or value is None or not math.isfinite(value):
+        raise PromotionError(
+            f"refused: production version {version} is measured by {metric_name}, "
+            f"the new run by {name}", hint="use --force to promote anyway")
+    lower = name in LOWER_IS_BETTER
+    worse = value - metric if lower else metric - value
+    if worse > tolerance:
+        raise PromotionError(
+            f"refused: hold-out {name} {value:.4f} is worse than production version "
+            f"{version} ({metric:.4f}) by more than {tolerance}",
+            hint="use --force (and --reason) to promote anyway")

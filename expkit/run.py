@@ -43,6 +43,7 @@ from .errors import ConfigError, RunError
 from .files import now, read_json, versions, write_json
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
+from .sql import redact
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +273,8 @@ class Run:
 
     # -- logging from notebooks -------------------------------------------------------
     def log_params(self, params: Mapping | None = None, **more) -> None:
-        """Record parameters (merged into run.json ``params``)."""
-        self.update(params={**(params or {}), **more})
+        """Record parameters (merged into run.json ``params``; passwords in database URLs hidden)."""
+        self.update(params={k: redact(v) for k, v in {**(params or {}), **more}.items()})
 
     def log_metrics(self, metrics: Mapping | None = None, **more) -> None:
         """Record metrics (merged into metrics.json)."""
@@ -288,7 +289,7 @@ class Run:
 
         fp = fingerprint(df)
         self.update(data={"fingerprint": fp, "rows": int(len(df)), "columns": int(df.shape[1]),
-                          "source": None if source is None else str(source)})
+                          "source": None if source is None else redact(str(source))})
         return fp
 
     def save_model(self, result, card: Mapping | None = None) -> Path:

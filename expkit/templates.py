@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import nbformat
 
+from . import sql
 from .errors import ConfigError, DataError, RunError
 from .files import read_json, sha256_file
 from .paths import project_root
@@ -204,12 +205,19 @@ def resolve_params(path, strings: Mapping[str, str] | None = None,
                 raise ConfigError(f"unknown parameter {name!r} for template {Path(path).stem!r}",
                                   hint=f"parameters: {', '.join(known)}" if known else "it has none")
             out[name] = coerce(name, value, defaults[name], from_string=from_string)
+    for name, value in out.items():  # parameters are saved with the run: no passwords in them
+        sql.check_no_password(f"parameter {name!r}", value)
     check_data_paths({**defaults, **out})
     return out
 
 
 def check_data_paths(params: Mapping) -> None:
-    """DataError if a ``data``/``*_path``/``*_file`` parameter names a missing local file."""
+    """DataError if a ``data``/``*_path``/``*_file`` parameter names a missing local file;
+    ConfigError if ``data`` is a database URL and the template's ``query`` is not given."""
+    if sql.is_url(params.get("data")) and "query" in params and not params.get("query"):
+        raise ConfigError(f"parameter 'data' is a database URL ({sql.redact(params['data'])}) "
+                          "but 'query' is not given",
+                          hint="add -p query TABLE or -p query \"select ...\"")
     for name, value in params.items():
         if not (name == "data" or name.endswith(("_path", "_file"))) or not isinstance(value, str):
             continue
