@@ -38,6 +38,7 @@ bench: $(VENV)/.dev
 	$(BIN)/python benchmarks/tournament.py
 	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/runs.py
+	$(BIN)/python benchmarks/sql.py --repeat 3
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -4,7 +4,8 @@ you like), execute notebook templates as runs, promote, score and monitor.
 The public API is short; each name is documented where it is defined:
 
 ========================  ===================================================
-``load(source)``          read CSV/TSV/Parquet/JSON lines/DataFrame
+``load(source)``          read CSV/TSV/Parquet/JSON lines/DataFrame, or a database table or query
+``sql``                   database sources and tables scores are written to (``TableWriter``)
 ``schema.infer(df)``      semantic type per column, with evidence
 ``profile(df, target)``   column profiles and warnings (HTML in notebooks)
 ``Transmogrifier``        automatic per-type feature engineering (sklearn)
@@ -13,7 +14,8 @@ The public API is short; each name is documented where it is defined:
 ``Run``                   the run a notebook executes in (``Run.current()``)
 ``runs``                  the run index (``expkit.runs.list()``)
 ``score(df, app=...)``    batch scoring with the production model
-``monitor()``             fleet KPIs, drift and alerts
+``monitor()``             fleet KPIs, schedules, drift and alerts
+``schedules``             what runs when (``schedules.yaml``); ``expkit schedule run-due`` starts it
 ``datasets``              bundled demo data (``leads``, ``titanic``)
 ========================  ===================================================
 
@@ -46,6 +48,8 @@ _LAZY = {
     "score": ("expkit.scoring", "score"),
     "monitor": ("expkit.monitoring", "monitor"),
     "datasets": ("expkit.datasets", None),
+    "sql": ("expkit.sql", None),
+    "schedules": ("expkit.schedules", None),
     "errors": ("expkit.errors", None),
     "widgets": ("expkit.widgets", None),
 }

@@ -54,8 +54,8 @@ NULL_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-n
 _FALLBACK_ENCODING = "cp1252"
 
 
-def load(source, **read_kwargs) -> pd.DataFrame:
-    """Read a table from a file or pass a DataFrame through.
+def load(source, query: str | None = None, **read_kwargs) -> pd.DataFrame:
+    """Read a table from a file or a database, or pass a DataFrame through.
 
     Parameters
     ----------
@@ -63,7 +63,13 @@ def load(source, **read_kwargs) -> pd.DataFrame:
         ``.csv``/``.tsv``/``.txt`` (any of ``, \\t ; |`` as delimiter, sniffed;
         ``.gz``/``.bz2``/``.xz`` compressed too), ``.parquet``/``.pq``,
         ``.jsonl``/``.ndjson``/``.json`` (JSON lines; a ``.json`` file holding
-        one JSON table is read too). A DataFrame is returned as it is.
+        one JSON table is read too), or a database URL
+        (``postgresql://user@host/db``, ``sqlite:///file.db``; see :mod:`expkit.sql`
+        for credentials) with ``query``. A DataFrame is returned as it is.
+    query : str, optional
+        With a database URL: a table name (``leads``, ``crm.leads``) or a SELECT.
+        Rows are streamed in chunks; ``chunksize=N`` returns an iterator of
+        DataFrames of N rows instead of one DataFrame.
     **read_kwargs
         Passed to the pandas reader (``pd.read_csv``, ``pd.read_parquet`` or
         ``pd.read_json``); ``sep=`` or ``encoding=`` given here switch off
@@ -82,6 +88,20 @@ def load(source, **read_kwargs) -> pd.DataFrame:
     """
     if isinstance(source, pd.DataFrame):
         return source
+    from . import sql
+
+    if url_scheme(source) in REMOTE_SCHEMES:
+        local_path(source)  # a file on another machine: refused, saying what to do
+    if sql.is_url(source):
+        if not query:
+            raise ConfigError(f"a database URL needs a query: {sql.redact(source)}",
+                              hint="pass query='TABLE' or query='select ...' (-p query ... in a template)")
+        if read_kwargs.get("chunksize"):
+            return sql.read_chunks(source, query, **read_kwargs)
+        return sql.read(source, query, **read_kwargs)
+    if query is not None:
+        raise ConfigError(f"query= is for database URLs, not for {source!r}",
+                          hint="e.g. load('postgresql://user@host/db', query='leads')")
     path, kind, _, head = _open(source)
     if kind == "parquet" or head.startswith(b"PAR1"):
         df = _read(path, pd.read_parquet, "Parquet", **read_kwargs)

@@ -5,7 +5,17 @@ WAL mode with a busy timeout so that several ``expkit run`` processes (and their
 kernels) can write at once. Every transaction starts with ``BEGIN IMMEDIATE``, so a
 writer takes the lock up front instead of failing half-way; taking the lock is
 retried on "database is locked". Any other SQLAlchemy URL can be used through
-``$EXPKIT_DB`` (e.g. PostgreSQL for a team).
+``$EXPKIT_DB`` (e.g. ``postgresql://expkit@db.example/expkit`` for a team; the
+password from ``PGPASSWORD`` or ``${NAME}`` in the URL, see :mod:`expkit.sql`).
+
+SQLite's ``BEGIN IMMEDIATE`` makes every transaction run alone. PostgreSQL runs
+them side by side (READ COMMITTED), so a transaction that reads and then writes
+on what it read (a promotion checks the production model, then replaces it) names
+a ``lock``: :func:`session` then takes a transaction-level advisory lock of that
+name first, and transactions with the same lock run one at a time, as on SQLite;
+``shared=True`` takes it in shared mode (many at once, but never beside the
+exclusive holder). Tables are created under a lock too, since two processes
+creating them at once collide in PostgreSQL's catalog.
 
 Tables are declared on :class:`Base` by the modules that own them (runs, registry,
 score log); this module imports none of them. :func:`session` creates, on first
@@ -15,8 +25,9 @@ to it (nullable columns only, so an index made by an older expkit keeps working)
 
 Everything the index holds is a copy of files under the runs folder, so a damaged
 index is never fatal: every failure to use it (``EXPKIT_DB`` not a URL, a driver that
-is not installed, a server that cannot be reached, a corrupt file) is an
-:class:`~expkit.errors.IndexDatabaseError` that names the database and what to do,
+is not installed, a corrupt file) is an
+:class:`~expkit.errors.IndexDatabaseError` that names the database and what to do (a
+server that cannot be reached: a ConfigError naming the URL and what to check),
 and :func:`move_aside` takes a corrupt SQLite file out of the way before a rebuild.
 """
 from __future__ import annotations
@@ -32,13 +43,14 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session
 
-from .errors import IndexDatabaseError
+from . import sql
+from .errors import ConfigError, ExpkitError, IndexDatabaseError
 from .paths import db_url
 
 log = logging.getLogger(__name__)
@@ -97,16 +109,23 @@ def engine(runs_dir=None) -> Engine:
         eng = _engines.get(key)
         if eng is None:
             sqlite = key.startswith("sqlite")
+            make_url(key)  # not a URL: said here, naming EXPKIT_DB
             if sqlite and _sqlite_path(key):
                 _sqlite_path(key).parent.mkdir(parents=True, exist_ok=True)
-            eng = create_engine(key, connect_args={"timeout": BUSY_TIMEOUT} if sqlite else {})
             if sqlite:
+                eng = create_engine(key, connect_args={"timeout": BUSY_TIMEOUT})
                 _sqlite_setup(eng)
+            else:
+                target = sql.engine_url(key)
+                eng = create_engine(target, pool_pre_ping=True, connect_args=sql.connect_args(target))
             _engines[key] = eng
             _created[key] = set()
         missing = set(Base.metadata.tables) - _created[key]
         if missing:
-            _retry(lambda: Base.metadata.create_all(eng))
+            try:
+                _retry(lambda: _create_tables(eng))
+            except OperationalError as exc:
+                raise (translate(exc, key) or _unreachable(exc, key)) from None
             _retry(lambda: _add_columns(eng, missing))
             _created[key] |= missing
     return eng
@@ -155,9 +174,10 @@ def _what(key: str) -> str:
     return f"EXPKIT_DB {_shown(key)}" if os.environ.get("EXPKIT_DB") else f"the run index {_shown(key)}"
 
 
-def translate(exc: BaseException, key: str) -> IndexDatabaseError | None:
+def translate(exc: BaseException, key: str) -> ExpkitError | None:
     """An :class:`IndexDatabaseError` saying in words what ``exc`` means for the index at
-    ``key``, or None when ``exc`` is not about the database being usable (a bug)."""
+    ``key`` (a server that cannot be reached: :func:`_unreachable`'s ConfigError), or None
+    when ``exc`` is not about the database being usable (a bug)."""
     what = _what(key)
     env = bool(os.environ.get("EXPKIT_DB"))
     unset = " or unset EXPKIT_DB to use runs/index.db" if env else ""
@@ -199,9 +219,9 @@ def translate(exc: BaseException, key: str) -> IndexDatabaseError | None:
     if "locked" in low:
         return None  # retried by _retry; still locked after that is reported as it is
     if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
-        return IndexDatabaseError(f"cannot use {what}: {text}",
-                                  hint="check EXPKIT_DB and that the database server runs and accepts you"
-                                  if env else "check the runs folder's disk and permissions")
+        if not key.startswith("sqlite"):
+            return _unreachable(exc, key)
+        return IndexDatabaseError(f"cannot use {what}: {text}", hint="check the runs folder's disk and permissions")
     return None
 
 
@@ -259,6 +279,28 @@ def move_aside(runs_dir=None) -> Path | None:
     return target
 
 
+def _unreachable(exc: OperationalError, key: str) -> ConfigError:
+    """The error for an index database that cannot be opened (wrong host, password, ...)."""
+    message = (str(exc.orig or exc).strip().splitlines() or ["unknown error"])[0]
+    where = "$EXPKIT_DB" if os.environ.get("EXPKIT_DB") else "the runs folder"
+    return ConfigError(f"cannot open the index database {sql.redact(key)} ({where}): {message}",
+                       hint="check the URL's host, port, database and user; give the password in "
+                            "PGPASSWORD or ~/.pgpass, or as ${NAME} in the URL")
+
+
+def _create_tables(eng: Engine) -> None:
+    with eng.begin() as conn:
+        _advisory_lock(conn, "expkit:create-tables")
+        Base.metadata.create_all(conn)
+
+
+def _advisory_lock(conn, name: str, shared: bool = False) -> None:
+    """On PostgreSQL, wait for the transaction-level advisory lock ``name`` (nothing elsewhere)."""
+    if conn.dialect.name == "postgresql":
+        fn = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.execute(text(f"SELECT {fn}(hashtextextended(:name, 0))"), {"name": name})
+
+
 def dispose() -> None:
     """Close every cached engine's connections (e.g. before a fork, or in tests)."""
     with _lock:
@@ -284,22 +326,37 @@ def _retry(fn):
 
 
 @contextlib.contextmanager
-def session(runs_dir=None) -> Iterator[Session]:
+def session(runs_dir=None, lock: str | None = None, shared: bool = False) -> Iterator[Session]:
     """A transaction on the index: commits on success, rolls back on error.
 
     Taking the write lock is retried when the database is locked, so the body
     runs once, holding the lock, and concurrent writers never lose rows.
+
+    Parameters
+    ----------
+    lock : str, optional
+        On PostgreSQL, the advisory lock held for the whole transaction (see the
+        module docstring); SQLite holds its one write lock anyway.
+    shared : bool
+        Take ``lock`` in shared mode.
     """
     key = url(runs_dir)
     with Session(engine(runs_dir), expire_on_commit=False) as s, _translated(key):
         def begin():  # BEGIN (IMMEDIATE on SQLite) happens here
             try:
-                s.connection()
+                conn = s.connection()
+                if lock:
+                    _advisory_lock(conn, lock, shared)
             except OperationalError:
                 s.rollback()
                 raise
 
-        _retry(begin)
+        try:
+            _retry(begin)
+        except OperationalError as exc:
+            if _locked(exc):
+                raise
+            raise (translate(exc, key) or _unreachable(exc, key)) from None
         try:
             yield s
             s.commit()

@@ -305,7 +305,7 @@ def map_jobs(fn: Callable[[dict], dict], jobs: Sequence[dict], workers: int = 1,
 def run_template(template, *, strings: Mapping[str, str] | None = None,
                  values: Mapping[str, Any] | None = None, tenants: Iterable | None = None,
                  workers: int = 1, runs_dir=None, templates_dir=None, kernel_name: str = KERNEL,
-                 on_done: Callable[[dict], None] | None = None) -> list[dict]:
+                 on_done: Callable[[dict], None] | None = None, kind: str = "template") -> list[dict]:
     """Validate the inputs, then run a template once per tenant.
 
     Parameters
@@ -318,6 +318,8 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
         One run per tenant (the template needs a ``tenant`` parameter); default one run.
     workers : int
         Runs executed at once, one kernel each.
+    kind : str
+        Recorded in run.json and the index (``"schedule"`` for runs a schedule started).
 
     Returns
     -------
@@ -346,7 +348,7 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
     sweep(root)  # what killed runs left behind: temporary files, runs still marked running
     name = path.stem
     jobs = [{"template": str(path), "params": params, "tenant": t, "runs_dir": str(root),
-             "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name} for t in tenants]
+             "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name, "kind": kind} for t in tenants]
     return map_jobs(_job, jobs, workers, on_done)
 
 

@@ -4,15 +4,17 @@ Every promotion adds a version (who, when, why, the model folder with one sha256
 over all its files and each file's own, the hold-out metric, the version it
 replaced); exactly one version per (app, tenant) is in production. ``tenant=None``
 is the app-wide model; :meth:`Registry.production` falls back to it for tenants
-without a model of their own.
+without a model of their own. Promotion loads the model with the trusted loader;
+scoring and rollback refuse a folder that changed since, naming the file.
 
-The journal ``<runs>/registry.jsonl`` is the record: each promotion or rollback is
-appended to it (fsynced) before the index (:class:`ModelVersion` rows) is changed in
-one transaction, and an index that missed an entry (a kill -9 between the two) is
-brought up to date from the journal on the next use. :meth:`Registry.rebuild`
-recreates the rows from the journal alone. Promotion loads the model with the
-trusted loader and records the folder's digests; scoring and rollback refuse a
-folder that changed since, naming the file.
+The journal ``<runs>/registry.jsonl`` is the record: each promotion, rollback or
+automatic decision is appended to it (fsynced) before the index is changed in one
+transaction holding the (app, tenant)'s lock (:func:`expkit.db.session`: concurrent
+promotions on PostgreSQL run one after the other); an index that missed an entry (a
+kill -9 between the two) is brought up to date on the next use, and
+:meth:`Registry.rebuild` recreates it from the journal alone.
+:meth:`Registry.promote_if_better` is the automatic path (``promote: if-better`` in a
+schedule): the same gate, a refusal an outcome, every decision kept with its reason.
 """
 from __future__ import annotations
 
@@ -25,12 +27,12 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import Float, Index, Integer, String, Text, delete, func, select, text
+from sqlalchemy import Boolean, Float, Index, Integer, String, Text, delete, func, select, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db
 from .errors import ModelError, PromotionError, RegistryError, RunError
-from .files import append_line, changed, file_digests, locked, now, read_lines, sha256_dir, sha256_file
+from .files import append_line, file_digests, locked, now, read_lines, sha256_dir
 from .paths import runs_dir as _runs_dir
 from .run import get as get_run
 
@@ -38,7 +40,7 @@ log = logging.getLogger(__name__)
 
 #: Metrics where lower is better (the gate flips its comparison for these).
 LOWER_IS_BETTER = ("log_loss", "brier", "rmse", "mae", "mse", "mape")
-#: The journal of promotions and rollbacks, in the runs folder.
+#: The journal of promotions, rollbacks and automatic promotion decisions, in the runs folder.
 JOURNAL = "registry.jsonl"
 _LOCK = ".registry.lock"
 _ALL = ""  # the tenant key of the app-wide model
@@ -84,6 +86,28 @@ class ModelVersion(db.Base):
                 "previous_version": self.previous_version}
 
 
+class PromotionDecision(db.Base):
+    """One automatic promotion attempt: promoted or not, and why."""
+
+    __tablename__ = "promotion_decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    app: Mapped[str] = mapped_column(String(200), index=True)
+    tenant_key: Mapped[str] = mapped_column(String(200), default=_ALL)
+    run_id: Mapped[str] = mapped_column(String(200))
+    promoted: Mapped[bool] = mapped_column(Boolean)
+    version: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    decided_at: Mapped[str] = mapped_column(String(40))
+    by: Mapped[str] = mapped_column(String(200))
+
+    def to_dict(self) -> dict:
+        return {"app": self.app, "tenant": self.tenant_key or None, "run_id": self.run_id,
+                "promoted": self.promoted, "version": self.version, "reason": self.reason,
+                "decided_at": self.decided_at, "by": self.by}
+
+
+DECISION_COLUMNS = ["app", "tenant", "run_id", "promoted", "version", "reason", "decided_at", "by"]
 COLUMNS = ["app", "tenant", "version", "status", "production", "run_id", "metric_name", "metric",
            "promoted_at", "by", "reason", "previous_version", "model_dir", "sha256"]
 
@@ -100,22 +124,33 @@ def _who(tenant) -> str:
     return "all tenants" if tenant is None else f"tenant {tenant!r}"
 
 
+def _event_key(event: dict) -> tuple:
+    if event.get("event") == "decision":
+        return ("decision", event["app"], _key(event.get("tenant")), event["run_id"], event["decided_at"])
+    return ("version", event["app"], _key(event.get("tenant")), event["version"])
+
+
+def _row_key(row) -> tuple:
+    if isinstance(row, PromotionDecision):
+        return ("decision", row.app, row.tenant_key, row.run_id, row.decided_at)
+    return ("version", row.app, row.tenant_key, row.version)
+
+
+def _decision_event(row: "PromotionDecision") -> dict:
+    return {"event": "decision", **row.to_dict()}
+
+
+def _lock(app: str, tenant) -> str:
+    return f"expkit:registry:{app}:{_key(tenant)}"
+
+
 def verify(entry: dict) -> None:
     """ModelError naming each file of ``entry``'s model folder that changed, appeared or
-    went missing since it was promoted (``entry`` as :meth:`Registry.production` returns)."""
-    folder = Path(entry["model_dir"])
-    if not folder.is_dir():
-        raise ModelError(f"the model folder of {entry['app']} version {entry['version']} is gone ({folder})",
-                         hint="restore it, or promote another run's model")
-    if entry.get("files"):
-        differences = changed(entry["files"], file_digests(folder))
-    else:  # promoted before folder digests: only the model file was recorded
-        model = folder / "model.skops"
-        differences = [] if model.is_file() and sha256_file(model) == entry["sha256"] else ["model.skops (changed)"]
-    if differences:
-        raise ModelError(f"model folder {str(folder)!r} of {entry['app']} version {entry['version']} "
-                         f"changed since it was promoted: {', '.join(differences)}",
-                         hint="restore the file(s), or promote a retrained model")
+    went missing since it was promoted (``entry`` as :meth:`Registry.production` returns);
+    the model is not built."""
+    from .models.bundle import load_model
+
+    load_model(entry["model_dir"], expected_sha256=entry["sha256"], digests=entry.get("files"), lazy=True)
 
 
 class Registry:
@@ -169,14 +204,16 @@ class Registry:
         with locked(self.root / _LOCK):
             yield
 
-    def _pending(self, s) -> tuple[list[dict], list[ModelVersion]]:
-        """(journal entries missing from the index, index rows missing from the journal)."""
+    def _pending(self, s) -> tuple[list[dict], list]:
+        """(journal entries missing from the index, index rows missing from the journal):
+        versions (keyed by app, tenant, version) and decisions (app, tenant, run, time)."""
         events = read_lines(self.journal)
-        rows = s.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
-        indexed = {(r.app, r.tenant_key, r.version) for r in rows}
-        journaled = {(e["app"], _key(e.get("tenant")), e["version"]) for e in events}
-        return ([e for e in events if (e["app"], _key(e.get("tenant")), e["version"]) not in indexed],
-                [r for r in rows if (r.app, r.tenant_key, r.version) not in journaled])
+        rows = [*s.scalars(select(ModelVersion).order_by(ModelVersion.id)),
+                *s.scalars(select(PromotionDecision).order_by(PromotionDecision.id))]
+        indexed = {_row_key(r) for r in rows}
+        journaled = {_event_key(e) for e in events}
+        return ([e for e in events if _event_key(e) not in indexed],
+                [r for r in rows if _row_key(r) not in journaled])
 
     def sync(self) -> int:
         """Bring the index and the journal into agreement; returns the entries applied.
@@ -196,7 +233,8 @@ class Registry:
         """:meth:`sync` in session ``s``, the lock being held."""
         missing, unjournaled = self._pending(s)
         for row in unjournaled:
-            append_line(self.journal, json.dumps(self._export(s, row)))
+            event = _decision_event(row) if isinstance(row, PromotionDecision) else self._export(s, row)
+            append_line(self.journal, json.dumps(event))
         for event in missing:
             self._apply(s, event)
         if missing:
@@ -217,9 +255,21 @@ class Registry:
         return event
 
     @staticmethod
-    def _apply(s, event: dict) -> ModelVersion:
-        """Apply one journal entry to the index (no-op when its version is there)."""
+    def _apply(s, event: dict):
+        """Apply one journal entry to the index (no-op when it is there already)."""
         app, tenant = event["app"], event.get("tenant")
+        if event.get("event") == "decision":
+            row = s.scalars(select(PromotionDecision).where(
+                (PromotionDecision.app == app) & (PromotionDecision.tenant_key == _key(tenant))
+                & (PromotionDecision.run_id == event["run_id"])
+                & (PromotionDecision.decided_at == event["decided_at"]))).first()
+            if row is None:
+                row = PromotionDecision(app=app, tenant_key=_key(tenant), run_id=event["run_id"],
+                                        promoted=bool(event["promoted"]), version=event.get("version"),
+                                        reason=event["reason"], decided_at=event["decided_at"], by=event["by"])
+                s.add(row)
+                s.flush()
+            return row
         row = s.scalars(select(ModelVersion).where(
             _where(app, tenant) & (ModelVersion.version == event["version"]))).first()
         if row is not None:
@@ -243,10 +293,11 @@ class Registry:
         return row
 
     @contextlib.contextmanager
-    def _change(self):
+    def _change(self, lock: str | None = None):
         """The lock, a session brought up to date with the journal, and ``record(event)``,
         which journals an entry (durably) and applies it. If anything fails before the
-        session commits, the journal line is taken back: the change did not happen."""
+        session commits, the journal line is taken back: the change did not happen.
+        ``lock``: the database's lock of the (app, tenant) (PostgreSQL)."""
         sizes = []
 
         def record(event: dict) -> dict:
@@ -255,7 +306,7 @@ class Registry:
 
         with self._locked():
             try:
-                with db.session(self.root) as s:
+                with db.session(self.root, lock=lock) as s:
                     self._fix(s)
                     yield s, record
             except BaseException:
@@ -264,14 +315,16 @@ class Registry:
                 raise
 
     def rebuild(self) -> int:
-        """Recreate the registry's index rows from the journal; returns the versions."""
+        """Recreate the registry's index rows (versions and automatic decisions) from the
+        journal; returns the versions."""
         with self._locked(), db.session(self.root) as s:
             self._fix(s)  # rows only the index holds go to the journal first
             s.execute(delete(ModelVersion))
+            s.execute(delete(PromotionDecision))
             events = read_lines(self.journal)
             for event in events:
                 self._apply(s, event)
-        return len(events)
+        return sum(e.get("event") != "decision" for e in events)
 
     # -- changing --------------------------------------------------------------------------
     def promote(self, run_id: str, app: str, tenant=None, force: bool = False,
@@ -310,11 +363,11 @@ class Registry:
             raise PromotionError(f"refused: {exc.message}", hint=exc.hint) from None
         summary = meta.get("summary") or {}
         name, value = summary.get("metric_name"), summary.get("metric")
-        with self._change() as (s, record):  # one transaction: archive the old, add the new
+        with self._change(_lock(app, tenant)) as (s, record):  # one transaction: archive the old, add the new
             current = s.scalars(select(ModelVersion).where(
                 _where(app, tenant) & (ModelVersion.status == "production"))).first()
             if current is not None and not force:
-                self._gate(current, name, value, tolerance)
+                gate(current.version, current.metric_name, current.metric, name, value, tolerance)
             latest = s.scalar(select(func.max(ModelVersion.version)).where(_where(app, tenant))) or 0
             entry = record({
                 "event": "promote", "app": app, "tenant": tenant, "version": latest + 1,
@@ -328,22 +381,6 @@ class Registry:
                  entry["version"], run.id)
         return entry
 
-    @staticmethod
-    def _gate(current: ModelVersion, name, value, tolerance: float) -> None:
-        if current.metric is None or current.metric_name is None:
-            return
-        if name != current.metric_name or value is None or not math.isfinite(value):
-            raise PromotionError(
-                f"refused: production version {current.version} is measured by {current.metric_name}, "
-                f"the new run by {name}", hint="use --force to promote anyway")
-        lower = name in LOWER_IS_BETTER
-        worse = value - current.metric if lower else current.metric - value
-        if worse > tolerance:
-            raise PromotionError(
-                f"refused: hold-out {name} {value:.4f} is worse than production version "
-                f"{current.version} ({current.metric:.4f}) by more than {tolerance}",
-                hint="use --force (and --reason) to promote anyway")
-
     def rollback(self, app: str, tenant=None, reason: str | None = None, by: str | None = None) -> dict:
         """Put back the model that was in production before the current one.
 
@@ -351,7 +388,7 @@ class Registry:
         promoted again as a new version (so the history stays complete), once its
         model folder is checked against the digests recorded when it was promoted.
         """
-        with self._change() as (s, record):
+        with self._change(_lock(app, tenant)) as (s, record):
             current = s.scalars(select(ModelVersion).where(
                 _where(app, tenant) & (ModelVersion.status == "production"))).first()
             if current is None:
@@ -380,3 +417,80 @@ class Registry:
                 "replaces": current.version, "replaced_status": "rolled_back"})
         log.info("app %s (%s): rolled back to the model of version %d", app, _who(tenant), previous.version)
         return entry
+
+    # -- automatic promotion ----------------------------------------------------------
+    def promote_if_better(self, run_id: str, app: str, tenant=None, tolerance: float = 0.01,
+                          by: str | None = None, why: str | None = None) -> dict:
+        """Promote a run's model through the gate of :meth:`promote`, never raising on a refusal.
+
+        The decision is recorded (:meth:`decisions`) with its reason: the hold-out
+        metric against production's when promoted, the gate's message when not.
+        ``why`` (e.g. ``"schedule retrain"``) starts the reason.
+
+        Returns
+        -------
+        dict
+            app, tenant, run_id, promoted, version (when promoted), reason, decided_at, by.
+        """
+        before = self._current(app, tenant)
+        who = by or getpass.getuser()
+        prefix = f"{why}: " if why else ""
+        try:
+            entry = self.promote(run_id, app, tenant, tolerance=tolerance, by=who,
+                                 reason=f"{prefix}promoted automatically (if better)")
+        except PromotionError as exc:
+            decision = {"promoted": False, "version": None, "reason": f"{prefix}{exc.message}"}
+        else:
+            if before is None or before.metric is None:
+                compared = "no production model to compare with" if before is None else \
+                    f"production version {before.version} has no metric"
+            else:
+                compared = (f"hold-out {entry['metric_name']} {_num(entry['metric'])} vs "
+                            f"{_num(before.metric)} of production version {before.version} "
+                            f"(tolerance {tolerance:g})")
+            decision = {"promoted": True, "version": entry["version"],
+                        "reason": f"{prefix}promoted as version {entry['version']}: {compared}"}
+        with self._change() as (_, record):
+            out = record({"event": "decision", "app": app, "tenant": tenant, "run_id": str(run_id), "by": who,
+                          "decided_at": now(), **decision})
+        log.log(logging.INFO if out["promoted"] else logging.WARNING, "app %s (%s), run %s: %s",
+                app, _who(tenant), run_id, out["reason"])
+        return out
+
+    def decisions(self, app: str | None = None) -> pd.DataFrame:
+        """Every automatic promotion decision (newest first): promoted or not, and why."""
+        self.sync()
+        query = select(PromotionDecision).order_by(PromotionDecision.id.desc())
+        if app is not None:
+            query = query.where(PromotionDecision.app == app)
+        with db.session(self.root) as s:
+            rows = [r.to_dict() for r in s.scalars(query)]
+        return pd.DataFrame(rows, columns=DECISION_COLUMNS)
+
+    def _current(self, app: str, tenant) -> ModelVersion | None:
+        with db.session(self.root) as s:
+            return s.scalars(select(ModelVersion).where(
+                _where(app, tenant) & (ModelVersion.status == "production"))).first()
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def gate(version: int, metric_name, metric, name, value, tolerance: float) -> None:
+    """The promotion gate against production ``version`` (its ``metric_name`` = ``metric``):
+    PromotionError when the new hold-out ``name`` = ``value`` is measured differently or is
+    worse by more than ``tolerance`` (lower is better for :data:`LOWER_IS_BETTER`)."""
+    if metric is None or metric_name is None:
+        return
+    if name != metric_name or value is None or not math.isfinite(value):
+        raise PromotionError(
+            f"refused: production version {version} is measured by {metric_name}, "
+            f"the new run by {name}", hint="use --force to promote anyway")
+    lower = name in LOWER_IS_BETTER
+    worse = value - metric if lower else metric - value
+    if worse > tolerance:
+        raise PromotionError(
+            f"refused: hold-out {name} {value:.4f} is worse than production version "
+            f"{version} ({metric:.4f}) by more than {tolerance}",
+            hint="use --force (and --reason) to promote anyway")

@@ -50,6 +50,7 @@ from .errors import ConfigError, IndexDatabaseError, RunError, WriteError
 from .files import now, read_json, tmp_path, versions, write_bytes, write_csv, write_json, write_png
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
+from .sql import redact
 
 log = logging.getLogger(__name__)
 
@@ -337,8 +338,8 @@ class Run:
 
     # -- logging from notebooks -------------------------------------------------------
     def log_params(self, params: Mapping | None = None, **more) -> None:
-        """Record parameters (merged into run.json ``params``)."""
-        self.update(params={**(params or {}), **more})
+        """Record parameters (merged into run.json ``params``; passwords in database URLs hidden)."""
+        self.update(params={k: redact(v) for k, v in {**(params or {}), **more}.items()})
 
     def log_metrics(self, metrics: Mapping | None = None, **more) -> None:
         """Record metrics (merged into metrics.json)."""
@@ -353,7 +354,7 @@ class Run:
 
         fp = fingerprint(df)
         self.update(data={"fingerprint": fp, "rows": int(len(df)), "columns": int(df.shape[1]),
-                          "source": None if source is None else str(source)})
+                          "source": None if source is None else redact(str(source))})
         return fp
 
     def save_model(self, result, card: Mapping | None = None) -> Path:

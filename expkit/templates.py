@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 import nbformat
 
+from . import sql
 from .errors import ConfigError, DataError, RunError
 from .files import read_json, sha256_file
 from .paths import project_root
@@ -217,21 +218,29 @@ def resolve_params(path, strings: Mapping[str, str] | None = None,
                 raise ConfigError(f"unknown parameter {name!r} for template {Path(path).stem!r}",
                                   hint=f"parameters: {', '.join(known)}" if known else "it has none")
             out[name] = coerce(name, value, defaults[name], from_string=from_string)
+    for name, value in out.items():  # parameters are saved with the run: no passwords in them
+        sql.check_no_password(f"parameter {name!r}", value)
     check_data_paths({**defaults, **out})
     return out
 
 
 def check_data_paths(params: Mapping) -> None:
-    """DataError, before anything runs, for what a template would fail on later.
+    """DataError (or ConfigError), before anything runs, for what a template would fail on later.
 
     ``data``: a table that is missing or that :func:`expkit.data.check` finds
     unreadable from its first bytes, or a file on another machine (``https://``,
-    ``s3://``, ...), which is refused; with a ``target`` parameter, the target must be
-    one of its columns. ``*_path``/``*_file``: the local file must exist. Other URLs
-    (a database) and ``scheme:name`` sources are left to the template.
+    ``s3://``, ...), which is refused; a database URL needs the template's ``query``
+    (ConfigError); with a ``target`` parameter, the target must be one of a local
+    table's columns. ``*_path``/``*_file``: the local file must exist. Database URLs
+    and ``scheme:name`` sources are otherwise left to the template.
     """
     from .data import REMOTE_SCHEMES, check, local_path, url_scheme
 
+    if sql.is_url(params.get("data")) and url_scheme(params["data"]) not in REMOTE_SCHEMES \
+            and "query" in params and not params.get("query"):
+        raise ConfigError(f"parameter 'data' is a database URL ({sql.redact(params['data'])}) "
+                          "but 'query' is not given",
+                          hint="add -p query TABLE or -p query \"select ...\"")
     columns = None
     for name, value in params.items():
         if not (name == "data" or name.endswith(("_path", "_file"))) or not isinstance(value, str):

@@ -59,3 +59,37 @@ def runs_dir(tmp_path, monkeypatch) -> Path:
     monkeypatch.delenv("EXPKIT_DB", raising=False)
     return d
 
+
+
+@pytest.fixture
+def webhook():
+    """A local HTTP server on 127.0.0.1 that records the JSON bodies POSTed to it
+    (``.received``); ``.fail = True`` makes it answer 500."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server hook name
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if server.fail:
+                self.send_response(500)
+                self.end_headers()
+                return
+            server.received.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    server.received, server.fail = [], False
+    server.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "expkit"
 STAGES = [
     ["expkit.errors", "expkit._lazy", "expkit.paths", "expkit.files", "expkit.formatting",
      "expkit.domains", "expkit.engine"],
-    ["expkit.data", "expkit.datasets."],
+    ["expkit.data", "expkit.sql", "expkit.datasets."],
     ["expkit.schema"],
     ["expkit.profiling", "expkit.drift"],
     ["expkit.features."],
@@ -28,7 +28,9 @@ STAGES = [
     ["expkit.promote"],
     ["expkit.scoring."],
     ["expkit.index"],
+    ["expkit.schedules"],
     ["expkit.monitoring."],
+    ["expkit.scheduler"],
     ["expkit.cli.", "expkit.widgets."],
 ]
 #: Not part of the flow: the package's lazy front and deprecated aliases.

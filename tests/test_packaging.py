@@ -28,9 +28,11 @@ def _pyproject() -> dict[str, str]:
 
 
 def _environment() -> dict[str, str]:
+    """conda dependencies, and pip ones for packages conda-forge does not have."""
     env = yaml.safe_load((ROOT / "environment.yml").read_text(encoding="utf-8"))
     conda = [d for d in env["dependencies"] if isinstance(d, str)]
-    return {name: spec for name, spec in map(_normalise, conda) if name not in CONDA_ONLY}
+    pip = [r for d in env["dependencies"] if isinstance(d, dict) for r in d.get("pip", []) if not r.startswith("-")]
+    return {name: spec for name, spec in map(_normalise, conda + pip) if name not in CONDA_ONLY}
 
 
 def test_normalise():

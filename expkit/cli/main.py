@@ -5,7 +5,8 @@ error's exit code; usage mistakes print the usage and one error line (exit 2);
 tracebacks appear only with ``--debug``. SIGTERM unwinds like Ctrl-C (exit 143).
 One module per command group: :mod:`~expkit.cli.run` (run, demo),
 :mod:`~expkit.cli.runs`, :mod:`~expkit.cli.promote` (promote, models),
-:mod:`~expkit.cli.scoring` (score, feedback) and :mod:`~expkit.cli.monitor`.
+:mod:`~expkit.cli.scoring` (score, feedback), :mod:`~expkit.cli.monitor` and
+:mod:`~expkit.cli.schedule` (schedule, alerts).
 """
 from __future__ import annotations
 

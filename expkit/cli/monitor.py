@@ -15,15 +15,18 @@ from .main import cli, runs_dir_option
 @click.option("--check", is_flag=True, help="Exit 1 when any alert fires (for cron/CI).")
 @click.option("--threshold", "thresholds", multiple=True, metavar="NAME=VALUE",
               help="Override an alert threshold, e.g. psi_alert=0.3 (repeatable).")
+@click.option("--notify", is_flag=True,
+              help="Send new alerts to the sinks of schedules.yaml (once each, until they clear).")
+@click.option("--now", default=None, metavar="ISO", help="The clock to use instead of the current time.")
 @runs_dir_option
-def monitor(app, html_path, check, thresholds, runs_dir):
-    """Fleet KPIs, production models, drift and alerts."""
+def monitor(app, html_path, check, thresholds, notify, now, runs_dir):
+    """Fleet KPIs, production models, schedules, drift and alerts."""
     from ..files import check_writable
     from ..monitoring import monitor as run_monitor
 
     if html_path:
         check_writable(html_path)  # said now, not after the monitor has run
-    result = run_monitor(app=app, runs_dir=runs_dir, thresholds=_parse_thresholds(thresholds))
+    result = run_monitor(app=app, runs_dir=runs_dir, thresholds=_parse_thresholds(thresholds), now=now)
     for name, value in zip(result.kpis["kpi"], result.kpis["value"]):
         click.echo(f"{name:<34}{fmt(value, '-')}")
     if result.models.empty:
@@ -32,8 +35,17 @@ def monitor(app, html_path, check, thresholds, runs_dir):
         cols = ["app", "tenant", "version", "eval_auroc", "live_auroc", "rows_scored", "score_psi",
                 "max_field_psi", "worst_field", "status"]
         click.echo("\n" + result.models[cols].to_string(index=False))
+    if len(result.schedules):
+        click.echo("\n" + result.schedules[["schedule", "template", "cron", "last_slot", "last_status",
+                                            "next_run"]].to_string(index=False))
     for a in result.alerts.itertuples():
         click.echo(f"{a.level.upper()}: {a.message}")
+    if notify:
+        from ..monitoring import alerts
+
+        firing, evaluated = alerts.from_monitor(result)
+        sent = alerts.notify(firing, evaluated, source="monitor", runs_dir=runs_dir, now=result.generated_at)
+        click.echo(f"{len(sent)} new alert(s) sent")
     if html_path:
         result.to_html(html_path)
         click.echo(f"dashboard -> {html_path}")

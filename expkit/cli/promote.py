@@ -87,3 +87,22 @@ def models_list(app, history, runs_dir):
                              "promoted_at", "by", "reason"]))
 
 
+
+
+@models.command("decisions")
+@click.option("--app", default=None, help="Only this app.")
+@runs_dir_option
+def models_decisions(app, runs_dir):
+    """Automatic promotions (schedules with promote: if-better): promoted or not, and why."""
+    from ..registry import Registry
+
+    table = Registry(runs_dir).decisions(app)
+    if table.empty:
+        click.echo("no automatic promotion decisions yet")
+        return
+    rows = table.to_dict("records")
+    for r in rows:
+        r["tenant"] = r["tenant"] or "all"
+        r["decided_at"] = (r["decided_at"] or "")[:19].replace("T", " ")
+        r["promoted"] = "yes" if r["promoted"] else "no"
+    click.echo(text_table(rows, ["decided_at", "app", "tenant", "run_id", "promoted", "version", "reason"]))

@@ -11,8 +11,13 @@ from .main import cli, runs_dir_option
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(),
-              help="Output file (.csv, .tsv or .parquet; a folder ending in / for a Parquet dataset); "
-                   "written only when complete.")
+              help="Output file (.csv, .tsv or .parquet; a folder ending in / for a Parquet dataset), "
+                   "or a database URL with --table; written only when complete.")
+@click.option("--query", default=None,
+              help="With a database URL as INPUT: a table name or a SELECT.")
+@click.option("--table", default=None, help="With a database URL as --output: the table to write.")
+@click.option("--if-exists", type=click.Choice(["append", "replace", "fail"]), default="append",
+              show_default=True, help="With --table: what to do when the table exists.")
 @click.option("--app", required=True, help="Application the model was promoted for.")
 @click.option("--tenant", default=None, help="Tenant whose production model to use.")
 @click.option("--run", "run_id", default=None,
@@ -32,8 +37,10 @@ from .main import cli, runs_dir_option
               help="Write text to CSV/TSV as it is (by default cells starting with = + - @ get a ' so "
                    "spreadsheets do not run them as formulas).")
 @runs_dir_option
-def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, cluster, raw_text, runs_dir):
-    """Score INPUT (CSV/Parquet/JSON lines) with the production model of APP/TENANT."""
+def score(input, output, query, table, if_exists, app, tenant, run_id, reasons, keep, chunksize, jobs, cluster,
+          raw_text, runs_dir):
+    """Score INPUT (CSV/Parquet/JSON lines, or a database URL with --query) with the
+    production model of APP/TENANT."""
     start = time.perf_counter()
     from ..files import check_writable
     from ..scoring import score_file
@@ -43,10 +50,11 @@ def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, cl
     check_writable(str(output).rstrip("/\\") if dataset else output, folder=dataset)
     record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
                         reasons=reasons, keep=[c.strip() for k in keep for c in k.split(",")],
-                        runs_dir=runs_dir, n_jobs=jobs, cluster=cluster, raw_text=raw_text)
+                        runs_dir=runs_dir, n_jobs=jobs, cluster=cluster, raw_text=raw_text, query=query,
+                        table=table, if_exists=if_exists)
     secs = time.perf_counter() - start
     click.echo(f"scored {record['rows']:,} rows with {app}/{tenant or '-'} model {record['version']} "
-               f"in {secs:.1f}s ({record['rows'] / max(secs, 1e-9):,.0f} rows/s) -> {output} "
+               f"in {secs:.1f}s ({record['rows'] / max(secs, 1e-9):,.0f} rows/s) -> {record['output']} "
                f"(batch {record['id']})")
 
 

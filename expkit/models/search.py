@@ -23,6 +23,7 @@ import optuna
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from .. import sql
 from ..errors import ConfigError, TournamentError
 from . import families as registry
 from .calibration import scores_of
@@ -306,15 +307,35 @@ def family_params(family, trial_params) -> dict:
     return params
 
 
-def storage(path):
-    """The Optuna storage of ``storage=``: None (in memory), or a journal file at ``path``."""
-    if path is None:
-        return None
+def storage(spec):
+    """The Optuna storage of ``storage=``: None (in memory); a database URL (``sqlite:///study.db``,
+    ``postgresql://user@host/db``; credentials as in :mod:`expkit.sql`); an Optuna storage
+    object as it is; else a journal file at that path."""
+    if spec is None or isinstance(spec, optuna.storages.BaseStorage):
+        return spec
+    if sql.is_url(str(spec)):
+        return _rdb_storage(str(spec))
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-    path = Path(path)
+    path = Path(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
+
+
+def _rdb_storage(url: str, attempts: int = 5):
+    """An RDBStorage; creating its tables is retried, as processes starting together on an
+    empty PostgreSQL database collide in its catalog (a unique violation on pg_type)."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    target = sql.engine_url(url).render_as_string(hide_password=False)
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(target, engine_kwargs={"pool_pre_ping": True})
+        except (IntegrityError, OperationalError) as exc:
+            if attempt == attempts - 1:
+                raise ConfigError(f"cannot open the study storage {sql.redact(url)}: {exc.orig}",
+                                  hint="check the URL, the server and the user's rights") from None
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _progress_bar(enabled, total, label):

@@ -315,9 +315,10 @@ def tournament(data, target, *, task="auto", budget=60, n_trials=None, families=
     seed : int
     n_jobs : int
         Cores for estimators (and for tenants run in parallel); -1 = all.
-    storage : path, optional
-        Journal file for the Optuna study; a rerun with the same data and
-        settings resumes the study.
+    storage : path, database URL or optuna storage, optional
+        Where the Optuna study is kept: a journal file (a path), a database URL
+        (``sqlite:///study.db``, ``postgresql://user@host/db``) or an Optuna
+        storage object; a rerun with the same data and settings resumes the study.
     schema : Schema or dict, optional
         Semantic types (a dict is taken as overrides of the inferred schema).
     progress : bool

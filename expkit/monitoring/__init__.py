@@ -7,20 +7,21 @@ figures and a self-contained HTML dashboard.
 
 Modules: :mod:`~expkit.monitoring.health` (the computations),
 :mod:`~expkit.monitoring.thresholds` (alert thresholds and table columns),
-:mod:`~expkit.monitoring.result` and :mod:`~expkit.monitoring.dashboard` (figures, HTML).
+:mod:`~expkit.monitoring.result` and :mod:`~expkit.monitoring.dashboard` (figures, HTML),
+:mod:`~expkit.monitoring.alerts` (sinks, and each alert sent once until it clears).
 """
 from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping
 
 import pandas as pd
 
-from .. import runs
-from ..errors import RegistryError
+from .. import runs, schedules
+from ..errors import ConfigError, RegistryError
 from ..files import read_json
 from ..paths import runs_dir as _runs_dir
 from ..registry import Registry
@@ -36,7 +37,7 @@ __all__ = ["monitor", "MonitorResult", "DEFAULT_THRESHOLDS", "evaluate", "produc
 
 
 def monitor(app: str | None = None, runs_dir=None, thresholds: Mapping | None = None,
-            now: datetime | None = None) -> MonitorResult:
+            now: datetime | str | None = None, schedules_file=None) -> MonitorResult:
     """Fleet KPIs, per-model health, drift and alerts.
 
     Parameters
@@ -48,24 +49,41 @@ def monitor(app: str | None = None, runs_dir=None, thresholds: Mapping | None = 
         folder gives an empty result, not an error.
     thresholds : dict, optional
         Overrides of :data:`DEFAULT_THRESHOLDS`.
-    now : datetime, optional
-        Naive UTC "now" (for reproducible reports and tests).
+    now : datetime or str, optional
+        "Now" (naive means UTC; ISO text accepted), for reproducible reports and tests.
+    schedules_file : str or Path, optional
+        The schedules shown in ``result.schedules`` (default: the project's schedules.yaml).
 
     Returns
     -------
     MonitorResult
     """
     th = _thresholds(thresholds)
-    now = now or scorelog.utcnow()
+    now = schedules.parse_time(now).astimezone(timezone.utc).replace(tzinfo=None) if now is not None \
+        else scorelog.utcnow()
     root = _runs_dir(runs_dir)
     if not (root / "index.db").exists() and not _external_db():
-        return _empty(th, now, _kpis([], pd.DataFrame(), pd.DataFrame(columns=["created", "path"]), now))
+        result = _empty(th, now, _kpis([], pd.DataFrame(), pd.DataFrame(columns=["created", "path"]), now))
+        result.schedules = _fleet(now, schedules_file, root, with_ledger=False)
+        return result
     prod = production_models(root, app)
     batches = scorelog.batches(app, runs_dir=root)
     fb = scorelog.feedback(app, runs_dir=root)
     runs = _runs(root)
-    return evaluate(prod, batches, fb, runs, th, now,
-                    scored=lambda b: scorelog.scored_ids(b, root))
+    result = evaluate(prod, batches, fb, runs, th, now, scored=lambda b: scorelog.scored_ids(b, root))
+    result.schedules = _fleet(now, schedules_file, root)
+    return result
+
+
+def _fleet(now, file, root: Path, with_ledger: bool = True) -> pd.DataFrame:
+    """The schedules table; a broken schedules file is logged, not raised (monitoring goes on)."""
+    try:
+        if not schedules.path(file).is_file():
+            return pd.DataFrame(columns=schedules.FLEET_COLUMNS)
+        return schedules.fleet(now, file, root, with_ledger=with_ledger)
+    except ConfigError as exc:
+        log.warning("schedules not shown: %s", exc)
+        return pd.DataFrame(columns=schedules.FLEET_COLUMNS)
 
 
 def _external_db() -> bool:

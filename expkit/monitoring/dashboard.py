@@ -41,6 +41,10 @@ def page(result) -> str:
 def body(result) -> str:
     """The tables of the dashboard (what a notebook shows)."""
     parts = ["<h2>Fleet</h2>", _table(result.kpis)]
+    if len(result.schedules):
+        levels = result.schedules["last_status"].map({"failed": "alert", "interrupted": "warning"})
+        parts += ["<h2>Schedules</h2>",
+                  html_table(result.schedules, row_classes=[v if isinstance(v, str) else None for v in levels])]
     if result.models.empty:
         parts.append("<p><b>No production models yet.</b> Promote a run's model with "
                      "<code>expkit promote</code>, then score with <code>expkit score</code>.</p>")

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 import pandas as pd
 
 from ..files import check_writable, write_text
+from ..schedules import FLEET_COLUMNS
 from ..scoring.scorelog import utcnow
 from . import dashboard
 from .thresholds import DEFAULT_THRESHOLDS
@@ -24,6 +26,8 @@ class MonitorResult:
     scores: pd.DataFrame
     thresholds: dict = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     generated_at: datetime = field(default_factory=utcnow)
+    #: One row per schedule (:func:`expkit.schedules.fleet`): last and next run, last status.
+    schedules: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FLEET_COLUMNS))
 
     @property
     def ok(self) -> bool:
@@ -33,6 +37,13 @@ class MonitorResult:
     def kpi(self, name: str):
         """The value of one KPI by name."""
         return self.kpis.set_index("kpi").loc[name, "value"]
+
+    def save_alerts(self, folder) -> Path:
+        """Write the alerts and what was checked to ``folder/alerts.json``: what a schedule
+        with ``alert: true`` sends to the alert sinks (see :mod:`expkit.monitoring.alerts`)."""
+        from .alerts import save
+
+        return save(self, folder)
 
     # -- figures ------------------------------------------------------------------
     def figures(self) -> dict:

@@ -1,8 +1,9 @@
 """Batch scoring with the production model of an (app, tenant).
 
 :func:`score` scores a DataFrame in memory, :func:`score_file` scores a CSV, Parquet or
-JSON-lines file of any size in parts, in this process, in worker processes or on a Dask
-cluster (:mod:`expkit.engine`); memory stays bounded whatever the file's size.
+JSON-lines file (or a database query, :mod:`expkit.sql`) of any size in parts, in this
+process, in worker processes or on a Dask cluster (:mod:`expkit.engine`); memory stays
+bounded whatever the input's size. Scores go to a file or a database table.
 
 Every batch is validated against the model's schema (missing columns are an error; extra
 columns are ignored; values are converted to the model's types by the one rule of
@@ -23,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .. import drift, engine
+from .. import drift, engine, sql
 from ..errors import ConfigError, ScoringError
 from ..paths import runs_dir as _runs_dir
 from ..paths import safe_name
@@ -43,7 +44,7 @@ class _Batch:
     while the next part is awaited (at most one waits to be written).
     """
 
-    def __init__(self, scorer: Scorer, app: str, tenant, runs_dir, output: Path | None, out_kind: str):
+    def __init__(self, scorer: Scorer, app: str, tenant, runs_dir, output, out_kind: str):
         self.scorer, self.app, self.tenant, self.runs_dir = scorer, app, tenant, runs_dir
         self.id = scorelog.new_batch_id(app)
         self.started = scorelog.utcnow()
@@ -58,7 +59,10 @@ class _Batch:
         try:
             self.ids_path.parent.mkdir(parents=True, exist_ok=True)
             self.ids = Writer(self.ids_path, "parquet", dictionary=False)
-            self.out = None if output is None else Writer(output, out_kind)
+            if isinstance(output, sql.TableWriter):  # a table: one transaction, committed last
+                self.out = output
+            else:
+                self.out = None if output is None else Writer(output, out_kind)
         except BaseException:
             self.abort()
             raise
@@ -109,7 +113,7 @@ class _Batch:
             scorelog.record_batch(record, self.runs_dir)
         except BaseException:
             _remove(self.ids_path)
-            if self.out is not None and self.out.kind != "dataset":
+            if self.out is not None and self.out.kind not in ("dataset", "table"):
                 _remove(self.output)
             raise
         log.info("scored %d rows of %s/%s with model %s (batch %s)", self.rows, self.app,
@@ -229,18 +233,29 @@ def score(df: pd.DataFrame, app: str, tenant=None, run=None, reasons: int = 0, k
 
 def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 100_000,
                reasons: int = 0, keep: Sequence[str] = (), runs_dir=None, n_jobs: int = 1,
-               cluster=None, raw_text: bool = False) -> dict:
-    """Score a CSV/TSV/Parquet/JSON-lines file into a CSV, TSV or Parquet file (or a Parquet
-    dataset: an output path ending in ``/``).
+               cluster=None, raw_text: bool = False, query: str | None = None, table: str | None = None,
+               if_exists: str = "append") -> dict:
+    """Score a CSV/TSV/Parquet/JSON-lines file or a database query into a CSV, TSV or Parquet
+    file (or a Parquet dataset: an output path ending in ``/``) or a database table.
 
     The input is cut into parts of about ``chunksize`` rows that the workers read
-    themselves; the output is written in input order to a temporary file, moved into place
-    when complete, and only then is the batch appended to the score log. A failure,
-    Ctrl-C or SIGTERM anywhere ends every worker and leaves no output, temporary file or
-    score-log record. Other parameters and errors as :func:`score`.
+    themselves (a query is streamed here and its rows handed over); the output is written
+    in input order to a temporary file, moved into place when complete (a table: written
+    in one transaction, committed when complete), and only then is the batch appended to
+    the score log. A failure, Ctrl-C or SIGTERM anywhere ends every worker and leaves no
+    output, temporary file or score-log record. Other parameters and errors as :func:`score`.
 
     Parameters
     ----------
+    input, output : str or Path
+        Files, or database URLs (see :mod:`expkit.sql`; no password in them).
+    query : str, optional
+        With a database ``input``: a table name or a SELECT.
+    table : str, optional
+        With a database ``output``: the table to write (``schema.table`` allowed).
+    if_exists : str
+        With a database ``output``: ``append`` (default; the table is created when
+        missing), ``replace`` or ``fail``.
     n_jobs : int
         Worker processes on this machine (``-1``: one per CPU); 1 scores in this process.
     cluster : str, distributed.Client or expkit.engine.Engine, optional
@@ -255,45 +270,63 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
     dict
         The score-log record of the batch (id, rows, score_counts, fields, ...).
     """
-    src, dst = Path(input), Path(output)
-    out_kind = output_kind(output)
+    from_db, to_db = sql.is_url(str(input)), sql.is_url(str(output))
+    if from_db and not query:
+        raise ConfigError("the input is a database URL: give the query (a table name or a SELECT)",
+                          hint="--query TABLE or --query 'select ...'")
+    if to_db and not table:
+        raise ConfigError("the output is a database URL: give the table to write", hint="--table NAME")
+    src, dst = (str(input) if from_db else Path(input)), (str(output) if to_db else Path(output))
+    out_kind = "table" if to_db else output_kind(output)
+    where_from = f"{sql.redact(src)} ({query})" if from_db else f"input file {str(src)!r}"
     _check_names(app, tenant, run, runs_dir)
     scores_folder = scorelog.ids_file("x", runs_dir).parent
-    for folder in (dst.parent, scores_folder):
+    for folder in ([] if to_db else [dst.parent]) + [scores_folder]:
         clean_leftovers(folder)
-    columns = input_columns(src)
+    columns = sql.columns(src, query) if from_db else input_columns(src)
     scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep, lazy=True)
-    scorer.check_columns(columns, f"input file {str(src)!r}")
-    source, parts = plan(src, scorer.needed, chunksize)
+    scorer.check_columns(columns, where_from)
+    rows = None
+    if from_db:  # streamed here with a server-side cursor; the rows go to the workers
+        source = Source(sql.redact(src), "rows", tuple(scorer.needed))
+        rows = sql.read_chunks(src, query, chunksize, columns=scorer.needed)
+        parts = (Part(i, data=chunk) for i, chunk in enumerate(rows))
+    else:
+        source, parts = plan(src, scorer.needed, chunksize)
     parts = iter(parts)
     first = list(itertools.islice(parts, 2))
     if len(first) < 2 and cluster is None:
         n_jobs = 1  # one part: workers would only add their start-up
     parts = itertools.chain(first, parts)
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ScoringError(f"cannot create the output folder {str(dst.parent)!r}: {exc.strerror or exc}",
-                           hint="choose another output path") from exc
-    batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)
+    if not to_db:
+        try:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ScoringError(f"cannot create the output folder {str(dst.parent)!r}: {exc.strerror or exc}",
+                               hint="choose another output path") from exc
+    batch = _Batch(scorer, app, tenant, runs_dir, sql.TableWriter(dst, table, if_exists) if to_db else dst,
+                   out_kind)
     try:
         with engine.session(cluster, n_jobs) as where:
-            log.info("scoring %s on %s", src, where.describe())
+            log.info("scoring %s on %s", where_from, where.describe())
             ref = ModelRef.of(scorer)
             data = None
             if not where.shares_files:
                 data = where.broadcast(model_bytes(ref))
-                if not where.sees(src):
+                if not from_db and not where.sees(src):
                     parts = (_handed_over(source, p) for p in parts)
             job = Job(source, ref, chunksize, arrow=True, neutralise=out_kind in ("csv", "tsv") and not raw_text)
             for result in where.map(score_part, parts, job, data):
                 batch.add(result)
         if batch.rows == 0:
-            raise ScoringError(f"input file {str(src)!r} has no rows to score")
+            raise ScoringError(f"{where_from} has no rows to score")
         return batch.commit()
     except BaseException:
         batch.abort()
         raise
+    finally:
+        if rows is not None:
+            rows.close()  # the query's connection, when scoring stopped early
 
 
 def _handed_over(source, part: Part) -> Part:

@@ -15,7 +15,7 @@ def test_template_is_clean_with_literal_parameters():
     assert all(not c.outputs and c.execution_count is None for c in code)
     params = {}
     exec(code[0].source, {}, params)  # literal defaults only
-    assert params == {"app": None, "runs_dir": None, "thresholds": {}, "html": None, "run_dir": None}
+    assert params == {"app": None, "runs_dir": None, "thresholds": {}, "html": None, "now": None, "run_dir": None}
 
 
 @pytest.mark.slow
@@ -30,3 +30,6 @@ def test_template_runs_as_a_run_on_an_empty_runs_folder(runs_dir):
     assert "no production models yet" in text and "all clear" in text
     page = (folder / "monitor.html").read_text()
     assert "No production models yet" in page and "models in production" in page
+    from expkit.monitoring.alerts import load_saved
+
+    assert load_saved(folder) == ([], [])  # what a schedule with alert: true sends: nothing here
