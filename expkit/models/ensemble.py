@@ -33,7 +33,7 @@ ROUNDS = 25
 MIN_GAIN = 1e-4
 
 
-def select(candidates: dict, y: np.ndarray, metric, *, rounds: int = ROUNDS, fits=None):
+def select(candidates: dict, y: np.ndarray, metric, *, rounds: int = ROUNDS, fits=None, folds=None):
     """Greedy ensemble selection with replacement over out-of-fold predictions.
 
     Parameters
@@ -47,6 +47,9 @@ def select(candidates: dict, y: np.ndarray, metric, *, rounds: int = ROUNDS, fit
     fits : callable, optional
         ``fits(members: set) -> bool``: whether an ensemble of these distinct members is
         affordable (e.g. refitting them fits in the time left); others are not picked.
+    folds : list of arrays, optional
+        The rows of each validation fold: the score is then the mean of the per-fold
+        scores, as a cross-validated score is (AUROC over the pooled folds differs).
 
     Returns
     -------
@@ -58,6 +61,12 @@ def select(candidates: dict, y: np.ndarray, metric, *, rounds: int = ROUNDS, fit
     keys = list(candidates)
     preds = [np.asarray(candidates[k], dtype=float) for k in keys]
     sign = 1.0 if metric.greater_is_better else -1.0
+
+    def score_of(p):
+        if folds is None:
+            return float(metric.fn(y, p))
+        return float(np.mean([metric.fn(y[idx], p[idx]) for idx in folds]))
+
     total = np.zeros_like(preds[0])
     picked: list = []
     history: list[float] = []
@@ -66,7 +75,7 @@ def select(candidates: dict, y: np.ndarray, metric, *, rounds: int = ROUNDS, fit
         for i, key in enumerate(keys):
             if fits is not None and key not in picked and not fits(set(picked) | {key}):
                 continue
-            score = float(metric.fn(y, (total + preds[i]) / (r + 1)))
+            score = score_of((total + preds[i]) / (r + 1))
             if np.isfinite(score) and (best_score is None or sign * score > sign * best_score):
                 best, best_score = i, score
         if best is None:

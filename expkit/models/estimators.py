@@ -5,6 +5,13 @@
 scaling of their own; forests and boosting get the ``"tree"`` view (a dense DataFrame
 whose categoricals are ``category`` columns, split natively by histogram boosting,
 LightGBM and XGBoost). See :mod:`expkit.features.featurizer`.
+
+Boosting fits on one OpenMP thread (LightGBM ``num_threads=1``, XGBoost ``nthread=1``;
+histogram boosting by the tournament's thread limit): on the search's folds (at most
+20,000 rows) more threads gain little, and on a busy machine OpenMP threads waiting
+for each other made LightGBM and histogram boosting 15-50x slower (2 threads against
+1 on the project's shared 2-vCPU machine, 650 and 13,000 rows). Forests and kNN keep
+the tournament's ``n_jobs`` (joblib threads).
 """
 from __future__ import annotations
 
@@ -181,7 +188,7 @@ def lgbm(params, task, seed):
               # a category needs this many rows to be split off alone (LightGBM's default, 100,
               # would keep every category of a small table together)
               min_data_per_group=leaf, cat_smooth=10.0,
-              random_state=seed, n_jobs=1, verbose=-1)
+              random_state=seed, num_threads=1, verbose=-1)
     if task == "regression":
         return lightgbm.LGBMRegressor(**kw)
     return lightgbm.LGBMClassifier(class_weight=class_weight(params, task), **kw)
@@ -213,7 +220,7 @@ def xgb(params, task, seed):
               enable_categorical=True, min_child_weight=params.get("min_child_samples", 20) / 10,
               subsample=params.get("subsample", 1.0), colsample_bytree=params.get("colsample_bytree", 1.0),
               reg_alpha=params.get("reg_alpha", 0.0), reg_lambda=params.get("reg_lambda", 1.0),
-              random_state=seed, n_jobs=1)
+              random_state=seed, nthread=1)
     return (xgboost.XGBRegressor if task == "regression" else xgboost.XGBClassifier)(**kw)
 
 

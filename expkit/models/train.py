@@ -25,7 +25,7 @@ from ..data import fingerprint, sample, split
 from ..errors import TargetError, TournamentError
 from . import evaluate, winner
 from . import families as registry
-from .budget import Plan, too_small
+from .budget import INSIGHTS_SECONDS, Plan, too_small
 from .calibration import scores_of
 from .insights import Explainer, field_importance
 from .leaderboard import NOT_TRIED, leaderboard, trials_frame
@@ -40,6 +40,8 @@ MAX_SEARCH_ROWS = 20_000
 MIN_ROWS = 20
 #: Integer targets with more distinct values than this are treated as regression.
 MAX_CLASSES = 20
+#: The insights' least time: the refit on every row is skipped when it would leave less.
+MIN_INSIGHTS_SECONDS = INSIGHTS_SECONDS[0]
 #: Below this share of the rarest class, class weighting is searched.
 IMBALANCE_SHARE = 0.35
 
@@ -144,12 +146,11 @@ class Training:
         self.search = None
 
     def execute(self) -> TournamentResult:
-        from joblib import effective_n_jobs
         from threadpoolctl import threadpool_limits
 
-        # OpenMP/BLAS threads capped at our cores: oversubscribed OpenMP
-        # (histogram boosting) is ~10x slower on a busy machine.
-        with threadpool_limits(limits=max(int(effective_n_jobs(self.n_jobs)), 1)):
+        # one OpenMP/BLAS thread per fit: OpenMP threads waiting for each other on a busy
+        # machine made histogram boosting 15-50x slower than one thread (see estimators.py)
+        with threadpool_limits(limits=1):
             return self._execute()
 
     def _lap(self, name, since) -> float:
@@ -236,8 +237,8 @@ class Training:
 
         # -- the saved model sees every row ---------------------------------------------------
         production, refit = pipeline, {"rows": len(Xtr), "on": "training rows"}
-        if refit_full:
-            left = end - time.monotonic() - plan.insights_seconds()
+        if refit_full:  # before the insights, which take what is left
+            left = end - time.monotonic() - MIN_INSIGHTS_SECONDS
             needed_s = plan.final_seconds(search, [m.trial for m in choice.members]) / 2
             if needed_s <= left or not np.isfinite(end):
                 X_all = pd.concat([Xtr, Xte])

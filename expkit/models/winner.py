@@ -25,13 +25,14 @@ from sklearn.pipeline import Pipeline
 from . import ensemble as ens
 from . import evaluate
 from . import families as registry
+from .budget import EVALUATE_SECONDS, INSIGHTS_SECONDS
 from .calibration import CalibratedModel, scores_of
 from .search import family_params, view_key, view_settings
 
 log = logging.getLogger(__name__)
 
-#: Most candidates (the best trials) ensemble selection picks from.
-ENSEMBLE_CANDIDATES = 12
+#: Most candidates ensemble selection picks from: each family's best trial, then the best others.
+ENSEMBLE_CANDIDATES = 16
 
 
 @dataclass
@@ -86,6 +87,10 @@ def choose(search, study, folds, ys, *, plan, end, ensemble: bool = True) -> Cho
     done = {t.number: t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE}
     sign = 1 if search.metric.greater_is_better else -1
     ranked = sorted((n for n in search.oof if n in done), key=lambda n: -sign * search.oof[n][0])
+    # each family's best first (diversity is what an ensemble gains from), then the next best
+    family_best = list({done[n].params["family"]: n for n in reversed(ranked)}.values())
+    ranked = sorted(family_best, key=lambda n: -sign * search.oof[n][0]) + \
+        [n for n in ranked if n not in family_best]
     members = {}
     for number in ranked:
         m = member(done[number])
@@ -102,10 +107,10 @@ def choose(search, study, folds, ys, *, plan, end, ensemble: bool = True) -> Cho
     def fits(numbers) -> bool:
         if not np.isfinite(end):
             return True
-        left = end - time.monotonic() - plan.insights_seconds()
+        left = end - time.monotonic() - EVALUATE_SECONDS - INSIGHTS_SECONDS[0]
         return plan.final_seconds(search, [members[n].trial for n in numbers]) <= left
 
-    weights, score = ens.select(candidates, ys, search.metric, fits=fits)
+    weights, score = ens.select(candidates, ys, search.metric, fits=fits, folds=[f.valid for f in folds])
     if len(weights) < 2:
         return single
     gain = sign * (score - single.score)
