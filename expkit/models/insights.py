@@ -75,14 +75,21 @@ def field_importance(predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFr
             X, y = X.iloc[take].reset_index(drop=True), y[take]
             base = metric.fn(y, predict(X))
     requested, n_repeats = n_repeats, plan["repeats"]
-    rows = [{"field": f, "importance": np.nan, "std": np.nan} for f in fields[plan["fields"]:]]
+    deadline = t + seconds if seconds is not None else float("inf")
+    measured, last = [], time.perf_counter() - t
     for field in fields[:plan["fields"]]:
-        drops = []
-        for _ in range(n_repeats):
-            shuffled = X.copy()
-            shuffled[field] = X[field].to_numpy()[rng.permutation(len(X))]
-            drops.append(sign * (base - metric.fn(y, predict(shuffled))))
-        rows.append({"field": field, "importance": float(np.mean(drops)), "std": float(np.std(drops))})
+        start = time.perf_counter()
+        if start + last > deadline:  # the plan was optimistic: stop rather than overrun
+            break
+        # the repeats' shuffles scored in one call (one pass through the pipeline)
+        shuffled = pd.concat([X] * n_repeats, ignore_index=True)
+        shuffled[field] = np.concatenate([X[field].to_numpy()[rng.permutation(len(X))] for _ in range(n_repeats)])
+        scores = predict(shuffled)
+        drops = [sign * (base - metric.fn(y, scores[i * len(X):(i + 1) * len(X)])) for i in range(n_repeats)]
+        measured.append({"field": field, "importance": float(np.mean(drops)), "std": float(np.std(drops))})
+        last = time.perf_counter() - start
+    plan["fields"] = len(measured)
+    rows = measured + [{"field": f, "importance": np.nan, "std": np.nan} for f in fields[len(measured):]]
     out = pd.DataFrame(rows, columns=["field", "importance", "std"])
     out = out.sort_values("importance", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
     out.attrs["plan"] = dict(plan, complete=plan["fields"] == len(fields) and n_repeats == requested)

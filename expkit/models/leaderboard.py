@@ -105,7 +105,10 @@ def leaderboard(trials: pd.DataFrame, metric, families=None, n_folds=None, ensem
     if board.empty:
         return pd.DataFrame(columns=COLUMNS)
     board["_key"] = -sign * board["best_cv"].astype(float)
-    board["_first"] = board["family"] != "ensemble"  # the ensemble ranks after a model it ties
+    if ensemble and ensemble.get("weights") and not ensemble.get("shipped") and "best_single" in ensemble:
+        # a gain too small to ship it: ranked just after the model that won
+        board.loc[board["family"] == "ensemble", "_key"] = -sign * float(ensemble["best_single"])
+    board["_first"] = (board["family"] == "ensemble").astype(int)  # the ensemble ranks after a model it ties
     board.loc[board["_order"] == 0.5, "_order"] = 0
     board = board.sort_values(["_order", "_key", "_first"], na_position="last", kind="stable")
     ranked = (board["_order"] <= 1).to_numpy()

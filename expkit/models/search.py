@@ -141,6 +141,7 @@ class Search:
         self.oof: dict[int, np.ndarray] = {}  # trial number -> out-of-fold scores (the best MAX_OOF)
         self.featurize_seconds: list[float] = []  # per fold
         self.fold_rows = 0  # training rows of a fold (mean)
+        self.search_rows = 0  # rows of the search sample
         self.n_features = 0  # columns of the linear view
         self.ran_out_of_time = False  # whether the time (not n_trials or a callback) ended the search
         self._fold_seconds: dict[str, float] = {}  # slowest fold (fit+predict) per family
@@ -183,6 +184,7 @@ class Search:
             folds.append(Fold(va, ys[tr], ys[va], views))
             self.featurize_seconds.append(time.perf_counter() - t)
         self.fold_rows = float(np.mean([len(f.y_train) for f in folds]))
+        self.search_rows = len(Xs)
         self.n_features = folds[0].X_train(keys[0]).shape[1]
         return folds
 

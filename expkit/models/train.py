@@ -219,6 +219,8 @@ class Training:
                                                          setting=cfg.calibrate, has_proba=has_proba, seed=self.seed)
         threshold = evaluate.f1_threshold(ys, calibrated_oof) if self.task == "binary" else 0.5
         common = dict(task=self.task, schema=self.schema, seed=self.seed, n_jobs=self.n_jobs, method=method, oof_y=ys)
+        member_trials = [m.trial for m in choice.members]
+        self.timings["refit_estimate"] = sum(plan.refit_seconds(search, tr) for tr in member_trials)
         pipeline = winner.fit(choice, Xtr, ytr, ytr_codes, **common)
         t = self._lap("refit", t)
         scores = scores_of(pipeline, Xte, self.task)
@@ -239,7 +241,8 @@ class Training:
         production, refit = pipeline, {"rows": len(Xtr), "on": "training rows"}
         if refit_full:  # before the insights, which take what is left
             left = end - time.monotonic() - MIN_INSIGHTS_SECONDS
-            needed_s = plan.final_seconds(search, [m.trial for m in choice.members]) / 2
+            needed_s = sum(plan.refit_seconds(search, tr, full=True) for tr in member_trials)
+            self.timings["refit_full_estimate"] = needed_s
             if needed_s <= left or not np.isfinite(end):
                 X_all = pd.concat([Xtr, Xte])
                 production = winner.fit(choice, X_all, np.concatenate([ytr, yte]),

@@ -122,7 +122,7 @@ def test_ensemble_is_not_shipped_when_not_better(registered):
     registered("all", lambda p, task, seed: Recorder("all"))
     registered("noise", lambda p, task, seed: Recorder("noise", columns=[2]))
     r = tournament(two_signals(800), "y", n_trials=2, families=["all", "noise"], **FAST)
-    assert r.winner == "all" and r.ensemble is None or not r.ensemble["shipped"]
+    assert r.winner == "all" and (r.ensemble is None or not r.ensemble["shipped"])
     assert "ensemble (shipped)" not in set(r.leaderboard["status"])
     assert r.leaderboard.iloc[0]["family"] == "all"
 
