@@ -153,6 +153,13 @@ def test_the_worse_calibration_is_never_picked():
     method, _, table = evaluate.choose_calibration(smooth, _outcomes(true_p), 2)
     assert method == "sigmoid" and table["sigmoid"]["log_loss"] < table["isotonic"]["log_loss"]
 
+    # judged by log loss, not Brier: on 150 rows isotonic's steps reach 0 and 1 (a Brier score
+    # as good as the sigmoid's, a log loss far worse)
+    true_p = np.random.default_rng(2).uniform(size=150)
+    method, _, table = evaluate.choose_calibration(np.clip(true_p ** 2, 0.001, 0.999), _outcomes(true_p, 2), 2)
+    assert table["isotonic"]["brier"] < table["sigmoid"]["brier"]
+    assert method == "sigmoid" and table["sigmoid"]["log_loss"] < table["isotonic"]["log_loss"] - 0.05
+
     s = rng.uniform(0.01, 0.99, size=6000)
     plateau = np.where(s < 0.3, 0.1, np.where(s < 0.9, 0.5, 0.9))  # monotone, but no sigmoid of s
     method, _, table = evaluate.choose_calibration(s, _outcomes(plateau), 2)

@@ -178,6 +178,26 @@ def test_the_whole_call_keeps_to_the_budget_on_small_data():
     assert len(r.trials) >= 3
 
 
+def test_the_search_leaves_room_for_what_follows_it(registered):
+    """With slow fits the final fits take a good share of a small budget: the search stops
+    early by what they need, so the whole call still ends within the budget + 10%."""
+    import time as clock
+
+    class Steady(LogisticRegression):
+        def fit(self, X, y, **kw):
+            clock.sleep(0.3)
+            return super().fit(X, y, **kw)
+
+    registered("steady", lambda p, task, seed: Steady(C=p["C"]), space=lambda t: {"C": t.suggest_float("C", 0.1, 10)})
+    budget = 4.0
+    t = time.monotonic()
+    r = tournament(two_signals(300), "y", budget=budget, families=["steady"], ensemble=False, **FAST)
+    elapsed = time.monotonic() - t
+    assert elapsed <= budget * (1 + TOLERANCE), r.timings
+    assert r.refit["on"] == "training + hold-out rows" and len(r.trials) >= 2
+    assert r.timings["refit"] >= 0.3 and r.timings["refit_full"] >= 0.3
+
+
 def test_not_tried_families_and_the_too_small_budget_message(registered):
     """A family that never started a fold is "not tried (budget)" and not ranked; a family cut
     at the deadline shows its partial score with its folds; the result says the budget was
