@@ -138,7 +138,8 @@ class Search:
         self.deadline = end
         self.study_name = None
         self.study = None
-        self.oof: dict[int, np.ndarray] = {}  # trial number -> out-of-fold scores (the best MAX_OOF)
+        self.oof: dict[int, tuple] = {}  # trial number -> (value, out-of-fold scores); see _keep_oof
+        self._oof_family: dict[int, str] = {}
         self.featurize_seconds: list[float] = []  # per fold
         self.fold_rows = 0  # training rows of a fold (mean)
         self.search_rows = 0  # rows of the search sample
@@ -312,7 +313,7 @@ class Search:
             trial.set_user_attr("refit_params", out.refit_params)
             trial.set_user_attr("refit_params_full", out.refit_params_full)
             value = float(np.mean(out.scores))
-            self._keep_oof(trial.number, value, out.oof)
+            self._keep_oof(trial.number, value, out.oof, family.name)
             if not self._have_winner or _better(value, self._best_value, self.metric):
                 self._best_value = value
             self._have_winner = True
@@ -374,11 +375,20 @@ class Search:
             params["buckets"] = trial.suggest_categorical(f"{family.name}.buckets", [False, True])
         return params
 
-    def _keep_oof(self, number, value, oof):
+    def _keep_oof(self, number, value, oof, family):
+        """Keep the out-of-fold scores of the best :data:`MAX_OOF` trials, and always each
+        family's best (an ensemble's diversity)."""
         self.oof[number] = (value, oof)
-        if len(self.oof) > MAX_OOF:  # drop the worst
+        self._oof_family[number] = family
+        if len(self.oof) > MAX_OOF:
             sign = 1 if self.metric.greater_is_better else -1
-            worst = min(self.oof, key=lambda n: sign * self.oof[n][0])
+            best_of = {}
+            for n, (v, _) in self.oof.items():
+                fam = self._oof_family[n]
+                if fam not in best_of or sign * v > sign * self.oof[best_of[fam]][0]:
+                    best_of[fam] = n
+            keep = set(best_of.values())
+            worst = min((n for n in self.oof if n not in keep), key=lambda n: sign * self.oof[n][0])
             del self.oof[worst]
 
     def oof_of(self, family, params, folds, trial):
