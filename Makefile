@@ -40,7 +40,7 @@ lab: $(VENV)/.dev
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/tournament.py
-	$(BIN)/python benchmarks/scoring.py --repeat 7
+	$(BIN)/python benchmarks/scoring.py
 	$(BIN)/python benchmarks/runs.py
 
 clean:

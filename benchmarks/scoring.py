@@ -1,31 +1,30 @@
-"""Batch scoring speed and memory: ``expkit score`` end to end against the
-loaded pipeline's bare ``predict_proba`` on the same rows.
+"""Batch scoring speed and memory: ``expkit score --jobs 2`` end to end against the
+loaded pipeline's bare ``predict_proba`` in one process on the same rows in memory.
 
-A tiny model is trained on the demo leads (with the free-text fields, and
-without them), saved in a run and promoted; demo lead files of two sizes
-(``--rows`` and twice as many, both longer than the chunks ``expkit score`` keeps
-in memory at once) are written as CSV; memory alone is also measured on a file of
-four times ``--rows`` (the larger file twice over). Then, for each model and
-size:
+A tiny model is trained on the demo leads (with the free-text fields, and without them),
+saved in a run and promoted; a demo-leads CSV of ``--rows`` rows is written, and one four
+times as long (the same rows four times over). For each model, ``--repeat`` times and
+interleaved so that all three see the same state of a shared machine:
 
-- end to end: ``expkit score`` in a subprocess with its defaults (start-up, model load
-  with the hash check, chunked read, validation, scoring in one worker process per CPU,
-  output and score log); wall time and the peak of the summed proportional set size
-  (PSS) of the command and its workers;
-- bare: ``bundle.pipeline.predict_proba`` in this process on the same rows
-  already in memory (no I/O, no validation, no log), timed right after each end-to-end
-  run so that both see the same state of a shared machine.
+- ``expkit score`` in a subprocess on the small file and on the large file (start-up,
+  imports, model load with the digest check, workers reading their parts, validation,
+  drift summaries, scoring, output in input order, score log);
+- ``bundle.pipeline.predict_proba`` in this process on the small file's rows, already in
+  memory with the model's types (no I/O, no validation, no log).
 
-The *ratio* is the median over ``--repeat`` runs of each end-to-end time over
-the bare time measured right after it (the machine is shared and noisy: each pair sees
-the same state of it); the ratio of the medians is reported beside it. The *marginal
-ratio* compares the time the larger file adds over the smaller one, so fixed costs
-(interpreter start-up, imports, model load) cancel out. Results go to
-benchmarks/results/scoring.json and a markdown table is printed. Targets (issue 5): end to end within 1.5x of the
-bare call, and peak memory independent of the file size.
+Reported (medians over the repeats):
 
-    python benchmarks/scoring.py                    # 1,000,000 and 2,000,000 rows, 1 repeat
-    python benchmarks/scoring.py --rows 20000 --repeat 2
+- *marginal throughput*: the rows/s the large file adds over the small one,
+  ``3 * rows / (t_large - t_small)``; fixed costs cancel out;
+- *marginal ratio*: marginal seconds per row over the bare call's seconds per row, per
+  repeat (target: <= 1.0, i.e. the rows a bigger file adds cost no more than the bare call);
+- *start-up*: ``t_small`` minus the small file's rows at the marginal rate (what every
+  command pays whatever the file's size);
+- *peak memory*: the peak of the summed proportional set size (PSS) of the command and all
+  its processes, sampled every 0.1 s in separate runs, at both sizes (target: flat).
+
+    python benchmarks/scoring.py                         # 1,000,000 and 4,000,000 rows, 3 repeats
+    python benchmarks/scoring.py --rows 50000 --repeat 1 # a quick check
 """
 from __future__ import annotations
 
@@ -45,7 +44,8 @@ HERE = Path(__file__).resolve().parent
 TEXT = ["title", "note"]
 TARGET = "converted"
 CHUNK = 100_000
-TARGET_RATIO = 1.5
+TARGET_RATIO = 1.0
+JOBS = 2
 EXPKIT = [sys.executable, "-c", "from expkit.cli import main; main()"]
 SAMPLE_EVERY = 0.1  # seconds between memory samples of the scoring process tree
 
@@ -112,13 +112,12 @@ def write_leads(path: Path, rows: int, with_text: bool) -> None:
 
 
 def end_to_end(src: Path, out: Path, app: str, runs: Path, memory: bool = False) -> float:
-    """Seconds of ``expkit score`` in its own process or, with ``memory``, the peak of the summed
-    PSS (MB) of the command and its worker processes, sampled every SAMPLE_EVERY seconds. PSS,
-    not RSS: forked workers share the model's pages with their parent. Sampling reads every
-    page table, which slows the command down, so time and memory come from separate runs."""
+    """Seconds of ``expkit score --jobs 2`` in its own process or, with ``memory``, the peak of
+    the summed PSS (MB) of the command and its processes, sampled every SAMPLE_EVERY seconds
+    (sampling slows the command down, so time and memory come from separate runs)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([*EXPKIT, "score", str(src), "-o", str(out), "--app", app, "--runs-dir", str(runs)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([*EXPKIT, "score", str(src), "-o", str(out), "--app", app, "--runs-dir", str(runs),
+                             "--jobs", str(JOBS)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0.0
     while memory and proc.poll() is None:
         peak = max(peak, _pss_mb(_tree(proc.pid)))
@@ -147,86 +146,71 @@ def bare(bundle, rows) -> float:
     return time.perf_counter() - start
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=1_000_000,
-                        help="rows of the smaller file (the larger has twice as many)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (the median is reported)")
-    args = parser.parse_args(argv)
-    import compileall
+def times_over(src: Path, dst: Path, times: int) -> None:
+    """``dst``: the rows of CSV ``src`` ``times`` over (one header)."""
+    with open(dst, "wb") as out_file:
+        for i in range(times):
+            with open(src, "rb") as in_file:
+                if i:
+                    in_file.readline()
+                shutil.copyfileobj(in_file, out_file)
 
-    import expkit
+
+def measure(tmp: Path, runs: Path, with_text: bool, rows: int, repeat: int) -> dict:
     from expkit.models.bundle import load_model
 
-    # expkit's own bytecode, as a user's installation has it after its first run: an editable
-    # install leaves it to the first import, and where PYTHONDONTWRITEBYTECODE is set (this
-    # machine) every run of the command would compile expkit's modules again (~0.1 s)
-    compileall.compile_dir(Path(expkit.__file__).parent, quiet=1)
-    sizes = [args.rows, 2 * args.rows]
+    variant = "with text" if with_text else "without text"
+    app = "bench-text" if with_text else "bench-notext"
+    model_dir = train(runs, app, with_text)
+    bundle = load_model(model_dir)
+    small, large = tmp / f"{app}-small.csv", tmp / f"{app}-large.csv"
+    write_leads(small, rows, with_text)
+    times_over(small, large, 4)
+    in_memory = bare_rows(bundle, small)
+    t_small, t_large, t_bare = [], [], []
+    for _ in range(repeat):  # interleaved: each repeat's three timings see the same machine
+        t_small.append(end_to_end(small, tmp / "scored.csv", app, runs))
+        t_large.append(end_to_end(large, tmp / "scored.csv", app, runs))
+        t_bare.append(bare(bundle, in_memory))
+    del in_memory
+    extra = 3 * rows
+    marginal = [(b - a) / extra for a, b in zip(t_small, t_large)]  # seconds per row
+    ratios = [m / (t / rows) for m, t in zip(marginal, t_bare)]
+    startups = [a - rows * m for a, m in zip(t_small, marginal)]
+    peaks = {n: end_to_end(f, tmp / "scored.csv", app, runs, memory=True)
+             for n, f in ((rows, small), (4 * rows, large))}
+    for f in (small, large, tmp / "scored.csv"):
+        f.unlink(missing_ok=True)
+    return {
+        "variant": variant, "rows": rows, "large_rows": 4 * rows, "jobs": JOBS,
+        "end_to_end_small_s": [round(t, 2) for t in t_small], "end_to_end_large_s": [round(t, 2) for t in t_large],
+        "bare_s": [round(t, 3) for t in t_bare],
+        "bare_rows_per_s": round(rows / statistics.median(t_bare)),
+        "marginal_rows_per_s": round(1 / statistics.median(marginal)),
+        "marginal_ratio": round(statistics.median(ratios), 2), "marginal_ratios": [round(r, 2) for r in ratios],
+        "startup_s": round(statistics.median(startups), 2),
+        "peak_pss_mb": {str(n): round(v, 1) for n, v in peaks.items()},
+        "model_mb": round((Path(model_dir) / "model.skops").stat().st_size / 1e6, 2),
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="rows of the small file (the large: 4x)")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved repeats (medians are reported)")
+    args = parser.parse_args(argv)
     results = []
     with tempfile.TemporaryDirectory(prefix="expkit-bench-scoring-") as tmp:
         tmp = Path(tmp)
         runs = tmp / "runs"
         runs.mkdir()
         for with_text in (True, False):
-            variant = "with text" if with_text else "without text"
-            app = "bench-text" if with_text else "bench-notext"
-            model_dir = train(runs, app, with_text)
-            start = time.perf_counter()
-            bundle = load_model(model_dir)
-            load_secs = time.perf_counter() - start
-            model_mb = (Path(model_dir) / "model.skops").stat().st_size / 1e6
-            for rows in sizes:
-                src = tmp / f"leads-{app}-{rows}.csv"
-                write_leads(src, rows, with_text)
-                in_memory = bare_rows(bundle, src)
-                e2e_times, bare_times = [], []
-                for _ in range(args.repeat):  # interleaved, so both see the same machine
-                    e2e_times.append(end_to_end(src, tmp / "scored.csv", app, runs))
-                    bare_times.append(bare(bundle, in_memory))
-                del in_memory
-                secs, base = statistics.median(e2e_times), statistics.median(bare_times)
-                pairs = [e / b for e, b in zip(e2e_times, bare_times)]
-                peak = end_to_end(src, tmp / "scored.csv", app, runs, memory=True)
-                results.append({
-                    "variant": variant, "rows": rows, "file_mb": round(src.stat().st_size / 1e6, 1),
-                    "end_to_end_s": round(secs, 3), "end_to_end_rows_per_s": round(rows / secs),
-                    "bare_predict_proba_s": round(base, 3), "bare_rows_per_s": round(rows / base),
-                    # each end-to-end run against the bare call right after it (same machine
-                    # state), then the median; and the ratio of the two medians, for comparison
-                    "ratio": round(statistics.median(pairs), 2),
-                    "ratio_of_medians": round(secs / base, 2),
-                    "pair_ratios": [round(r, 2) for r in pairs],
-                    "peak_pss_mb": round(peak, 1),
-                    "model_load_s": round(load_secs, 2), "model_mb": round(model_mb, 1),
-                })
-            # memory only, at twice the larger size: the larger file twice over (no bare call,
-            # which would hold all rows in memory)
-            double = tmp / f"leads-{app}-{4 * args.rows}.csv"
-            with open(double, "wb") as out_file:
-                for part in range(2):
-                    with open(src, "rb") as in_file:
-                        if part:
-                            in_file.readline()  # the header once
-                        shutil.copyfileobj(in_file, out_file)
-            results.append({"variant": variant, "rows": 4 * args.rows, "memory_only": True,
-                            "file_mb": round(double.stat().st_size / 1e6, 1),
-                            "peak_pss_mb": round(end_to_end(double, tmp / "scored.csv", app, runs, memory=True), 1)})
-            for f in tmp.glob("leads-*.csv"):
-                f.unlink()
-            small, large = [r for r in results if r["variant"] == variant and not r.get("memory_only")][:2]
-            if small is not None:  # rows/s of the extra rows: start-up and model load cancel out
-                extra = large["rows"] - small["rows"]
-                d_e2e = large["end_to_end_s"] - small["end_to_end_s"]
-                d_base = large["bare_predict_proba_s"] - small["bare_predict_proba_s"]
-                if d_e2e > 0 and d_base > 0:  # not measurable when noise beats the extra work
-                    large.update(marginal_end_to_end_rows_per_s=round(extra / d_e2e),
-                                 marginal_bare_rows_per_s=round(extra / d_base),
-                                 marginal_ratio=round(d_e2e / d_base, 2))
+            results.append(measure(tmp, runs, with_text, args.rows, args.repeat))
+            print(table(results[-1:]), flush=True)
     report = {
         "benchmark": "scoring", "rows": args.rows, "repeat": args.repeat, "chunksize": CHUNK,
-        "target_ratio": TARGET_RATIO, "machine": {"python": platform.python_version(),
-                                                  "cpus": os.cpu_count(), "platform": platform.platform()},
+        "target_marginal_ratio": TARGET_RATIO,
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "results": results,
     }
     out = HERE / "results" / "scoring.json"
@@ -238,24 +222,14 @@ def main(argv=None) -> dict:
 
 
 def table(results) -> str:
-    head = ("| model | rows | end to end (rows/s) | bare predict_proba (rows/s) | ratio | "
-            "ratio of medians | pairs | marginal ratio | peak memory, PSS of all processes (MB) | "
-            "model file (MB) / load (s) |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    lines = ["| model | bare predict_proba (rows/s) | marginal end to end (rows/s) | marginal ratio (pairs) | "
+             "start-up (s) | peak PSS at 1x / 4x rows (MB) |", "|---|---:|---:|---:|---:|---:|"]
     for r in results:
-        if r.get("memory_only"):
-            lines.append(f"| {r['variant']} | {r['rows']:,} | | | | | | | {r['peak_pss_mb']:,} | |")
-            continue
-        marginal = f"{r['marginal_ratio']}x" if "marginal_ratio" in r else ""
-        pairs = f"{min(r['pair_ratios'])}-{max(r['pair_ratios'])}x"
-        lines.append(f"| {r['variant']} | {r['rows']:,} | {r['end_to_end_rows_per_s']:,} | "
-                     f"{r['bare_rows_per_s']:,} | {r['ratio']}x | {r['ratio_of_medians']}x | {pairs} | "
-                     f"{marginal} | {r['peak_pss_mb']:,} | {r['model_mb']} / {r['model_load_s']} |")
-    return "\n".join(lines) + (
-        "\n\nratio: median over the repeats of end-to-end time / the bare call's time right after it "
-        "(includes process start-up, imports and model load); ratio of medians: median end-to-end "
-        "time / median bare time; pairs: the range of the per-repeat ratios; marginal ratio: the "
-        "same for the rows the larger file adds (fixed costs cancel out).")
+        peaks = " / ".join(f"{v:,.0f}" for v in r["peak_pss_mb"].values())
+        lines.append(f"| {r['variant']} | {r['bare_rows_per_s']:,} | {r['marginal_rows_per_s']:,} | "
+                     f"{r['marginal_ratio']}x ({min(r['marginal_ratios'])}-{max(r['marginal_ratios'])}) | "
+                     f"{r['startup_s']} | {peaks} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

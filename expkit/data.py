@@ -25,9 +25,17 @@ __all__ = ["load", "fingerprint", "split", "sample"]
 
 _SNIFF_BYTES = 64 * 1024
 _DELIMITERS = ",\t;|"
-_PARQUET = {".parquet", ".pq"}
-_JSONL = {".jsonl", ".ndjson"}
+#: The one format table of every reader (``load`` and scoring's partitioned reading):
+#: file-name suffix -> kind. ``text`` is delimited text (delimiter sniffed), ``json`` a
+#: file of JSON lines or one JSON table. A compression suffix may follow (data.csv.gz).
+FORMATS = {".csv": "text", ".tsv": "text", ".txt": "text", ".parquet": "parquet", ".pq": "parquet",
+           ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+#: The null policy of text tables: the strings read as missing, by ``load`` and by
+#: scoring's chunked reader alike (pandas' default list; pyarrow's lacks ``None`` and
+#: ``<NA>``). Typed formats (Parquet, JSON) keep their own nulls; a string there is a value.
+NULL_VALUES = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+               "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 # Text that is not UTF-8 is tried as Windows-1252 (what spreadsheet exports use);
 # Latin-1 is not a fallback because it accepts any byte and so never says "no".
 _FALLBACK_ENCODING = "cp1252"
@@ -74,16 +82,12 @@ def load(source, **read_kwargs) -> pd.DataFrame:
     if path.stat().st_size == 0:
         raise DataError(f"file {str(path)!r} is empty (0 bytes)",
                         hint="re-export the table; it has no header and no rows")
-    suffixes = [s.lower() for s in path.suffixes[-2:]]
-    kind = suffixes[-1] if suffixes else ""
-    opener = _OPENERS.get(kind)
-    if opener:  # data.csv.gz -> look at ".csv"
-        kind = suffixes[0] if len(suffixes) == 2 else ""
-    head = _head(path, opener)
-    if kind in _PARQUET or head.startswith(b"PAR1"):
+    kind, compression = file_format(path)
+    head = _head(path, _OPENERS.get(compression))
+    if kind == "parquet" or head.startswith(b"PAR1"):
         df = _read(path, pd.read_parquet, "Parquet", **read_kwargs)
-    elif kind in _JSONL or kind == ".json":
-        df = _read_json(path, kind, **read_kwargs)
+    elif kind in ("jsonl", "json"):
+        df = _read_json(path, kind, head, **read_kwargs)
     else:
         df = _read_text(path, head, **read_kwargs)
     if df.shape[1] == 0 or len(df) == 0:
@@ -92,6 +96,32 @@ def load(source, **read_kwargs) -> pd.DataFrame:
                         hint="check that the export wrote the rows, not only a header")
     log.info("loaded %s: %d rows x %d columns", path, len(df), df.shape[1])
     return df
+
+
+def file_format(path) -> tuple[str | None, str | None]:
+    """``(kind, compression)`` of a file from its name, by :data:`FORMATS`: kind ``text``,
+    ``parquet``, ``jsonl``, ``json`` or None (unknown suffix), compression ``.gz``, ``.bz2``,
+    ``.xz`` or None."""
+    suffixes = [s.lower() for s in Path(path).suffixes[-2:]]
+    compression = suffixes[-1] if suffixes and suffixes[-1] in _OPENERS else None
+    if compression:  # data.csv.gz -> look at ".csv"
+        suffixes = suffixes[:-1]
+    return (FORMATS.get(suffixes[-1]) if suffixes else None), compression
+
+
+def text_dialect(path, encoding: str | None = None) -> tuple[str, str]:
+    """``(encoding, delimiter)`` of a delimited text file as :func:`load` reads it: UTF-8,
+    else Windows-1252; the delimiter sniffed among ``, \\t ; |``. DataError for files
+    that are missing, binary, not text or blank."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file {str(path)!r} does not exist", hint="check the path")
+    head = _head(path, _OPENERS.get(file_format(path)[1]))
+    encoding, text = _decode(path, head, encoding)
+    if not text.strip():
+        raise DataError(f"file {str(path)!r} holds only blank lines",
+                        hint="re-export the table; it has no header and no rows")
+    return encoding, _sniff(path, text)
 
 
 def _head(path: Path, opener) -> bytes:
@@ -113,12 +143,20 @@ def _read(path: Path, reader, what: str, **kwargs) -> pd.DataFrame:
                         hint=f"check that the file is a complete {what} file") from exc
 
 
-def _read_json(path: Path, kind: str, **kwargs) -> pd.DataFrame:
-    if kind == ".json" and "lines" not in kwargs:
-        try:
-            return pd.read_json(path, lines=True, **kwargs)
-        except ValueError:
-            return _read(path, pd.read_json, "JSON", **kwargs)
+def is_json_table(head: bytes) -> bool:
+    """Whether a ``.json`` file starting with ``head`` holds one JSON table (``[...]`` or
+    ``{...}`` over several lines) rather than JSON lines."""
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if text.startswith(b"["):
+        return True
+    first = text.split(b"\n", 1)[0].strip()
+    return text.startswith(b"{") and not first.endswith(b"}")
+
+
+def _read_json(path: Path, kind: str, head: bytes = b"", **kwargs) -> pd.DataFrame:
+    if kind == "json" and "lines" not in kwargs and is_json_table(head):
+        kwargs.pop("nrows", None)
+        return _read(path, pd.read_json, "JSON", **kwargs)
     kwargs.setdefault("lines", True)
     return _read(path, pd.read_json, "JSON lines", **kwargs)
 
@@ -166,6 +204,8 @@ def _read_text(path: Path, head: bytes, **kwargs) -> pd.DataFrame:
                         hint="re-export the table; it has no header and no rows")
     if "sep" not in kwargs and "delimiter" not in kwargs:
         kwargs["sep"] = _sniff(path, text)
+    if "na_values" not in kwargs and "keep_default_na" not in kwargs:
+        kwargs.update(na_values=list(NULL_VALUES), keep_default_na=False)
     try:
         return pd.read_csv(path, encoding=encoding, **kwargs)
     except UnicodeDecodeError as exc:

@@ -8,6 +8,8 @@ from pathlib import Path
 import matplotlib
 import pytest
 
+from tests.dask_cluster import dask_cluster  # noqa: F401 - a real Dask cluster for the tests that ask
+
 matplotlib.use("Agg")
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "expkit"
 #: listed (by its dotted name or a package prefix ending in ".").
 STAGES = [
     ["expkit.errors", "expkit._lazy", "expkit.paths", "expkit.files", "expkit.formatting",
-     "expkit.domains"],
+     "expkit.domains", "expkit.engine"],
     ["expkit.data", "expkit.datasets."],
     ["expkit.schema"],
     ["expkit.profiling", "expkit.drift"],

@@ -10,11 +10,13 @@ from .main import cli, runs_dir_option
 
 @cli.command()
 @click.argument("input", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Output file (.csv or .parquet); written only when complete.")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output file (.csv, .tsv or .parquet; a folder ending in / for a Parquet dataset); "
+                   "written only when complete.")
 @click.option("--app", required=True, help="Application the model was promoted for.")
 @click.option("--tenant", default=None, help="Tenant whose production model to use.")
-@click.option("--run", "run_id", default=None, help="Score with this run's model instead of production.")
+@click.option("--run", "run_id", default=None,
+              help="Score with the model of this run (an id of the runs folder) instead of production.")
 @click.option("--reasons", type=click.IntRange(0, 20), default=0, show_default=True,
               help="Top reasons per row to add.")
 @click.option("--keep", multiple=True,
@@ -22,16 +24,22 @@ from .main import cli, runs_dir_option
 @click.option("--chunksize", type=click.IntRange(1), default=100_000, show_default=True,
               help="Rows scored at a time (bounds memory).")
 @click.option("--jobs", type=int, default=-1, show_default=True,
-              help="Worker processes scoring chunks in parallel (-1: one per CPU; 1: none).")
+              help="Worker processes on this machine (-1: one per CPU; 1: this process only).")
+@click.option("--cluster", default=None, metavar="ADDRESS|local:N",
+              help="Score on a Dask cluster: a scheduler address, or local:N for a local cluster of N "
+                   "processes (default $EXPKIT_DASK_SCHEDULER).")
+@click.option("--raw-text", is_flag=True,
+              help="Write text to CSV/TSV as it is (by default cells starting with = + - @ get a ' so "
+                   "spreadsheets do not run them as formulas).")
 @runs_dir_option
-def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, runs_dir):
+def score(input, output, app, tenant, run_id, reasons, keep, chunksize, jobs, cluster, raw_text, runs_dir):
     """Score INPUT (CSV/Parquet/JSON lines) with the production model of APP/TENANT."""
     start = time.perf_counter()
     from ..scoring import score_file
 
     record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
                         reasons=reasons, keep=[c.strip() for k in keep for c in k.split(",")],
-                        runs_dir=runs_dir, n_jobs=jobs)
+                        runs_dir=runs_dir, n_jobs=jobs, cluster=cluster, raw_text=raw_text)
     secs = time.perf_counter() - start
     click.echo(f"scored {record['rows']:,} rows with {app}/{tenant or '-'} model {record['version']} "
                f"in {secs:.1f}s ({record['rows'] / max(secs, 1e-9):,.0f} rows/s) -> {output} "

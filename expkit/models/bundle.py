@@ -79,6 +79,12 @@ def trust_types(*names: str) -> None:
     _extra_trusted.update(names)
 
 
+def trusted_types() -> frozenset[str]:
+    """Every type expkit accepts in model files: :data:`TRUSTED_TYPES` and those added with
+    :func:`trust_types` in this process (scoring hands them to its worker processes)."""
+    return TRUSTED_TYPES | _extra_trusted
+
+
 def refused(names) -> list[str]:
     """Those of ``names`` (what ``skops.io.get_untrusted_types`` reports for a file) that
     expkit does not trust either."""

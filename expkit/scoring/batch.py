@@ -1,58 +1,46 @@
 """Batch scoring with the production model of an (app, tenant).
 
-:func:`score` scores a DataFrame in memory, :func:`score_file` scores a CSV,
-Parquet or JSON-lines file of any size in chunks (memory stays bounded).
+:func:`score` scores a DataFrame in memory, :func:`score_file` scores a CSV, Parquet or
+JSON-lines file of any size in parts, in this process, in worker processes or on a Dask
+cluster (:mod:`expkit.engine`); memory stays bounded whatever the file's size.
 
-Every batch is validated against the model's schema (missing columns are an
-error; extra columns are ignored; values of the wrong type are coerced where
-safe) and appends one record to the score log (:mod:`expkit.scoring.scorelog`) only
-once its output is completely written. A failed batch leaves the score log,
-the registry and the output path as they were.
+Every batch is validated against the model's schema (missing columns are an error; extra
+columns are ignored; values are converted to the model's types by the one rule of
+:mod:`expkit.scoring.types`) and appends one record to the score log
+(:mod:`expkit.scoring.scorelog`) only once its output is completely written. A failed or
+interrupted batch leaves the score log, the registry and the output path as they were,
+and no temporary file.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .. import drift
-from ..errors import ScoringError
+from .. import drift, engine
+from ..errors import ConfigError, ScoringError
 from ..paths import runs_dir as _runs_dir
+from ..paths import safe_name
 from . import scorelog
-from .reader import (
-    Writer,
-    file_kind,
-    input_columns,
-    iter_chunks,
-    output_delimiter,
-    read_ahead,
-)
-from .scorer import Scorer, load_scorer, scored, storage_kind, summarized
+from .reader import Part, Source, input_columns, plan, read_range
+from .scorer import Scorer, load_scorer
+from .worker import Job, ModelRef, PartResult, model_bytes, score_part
+from .writer import Writer, clean_leftovers, output_kind
 
 log = logging.getLogger(__name__)
 
 
-def _in_process(scorer: Scorer, chunks: Iterator[pd.DataFrame]) -> Iterator[tuple]:
-    """(output, ids, counts, summary) per chunk, scored in this process."""
-    offset = 0
-    for chunk in chunks:
-        prepared, summary = summarized(scorer, chunk)
-        yield (*scored(scorer, prepared, offset), summary)
-        offset += len(prepared)
-
-
-# -- batches ------------------------------------------------------------------------
 class _Batch:
-    """Accumulates one batch: output, ids file, score counts and field summaries.
+    """One batch being written: output, ids file, score counts and field summaries.
 
-    Writing a chunk's ids and output runs in a background thread while the next
-    chunk is read and scored; at most one chunk waits to be written, so memory
-    stays bounded.
+    Parts are added in input order; each part's output is written by a background thread
+    while the next part is awaited (at most one waits to be written).
     """
 
     def __init__(self, scorer: Scorer, app: str, tenant, runs_dir, output: Path | None, out_kind: str):
@@ -60,26 +48,34 @@ class _Batch:
         self.id = scorelog.new_batch_id(app)
         self.started = scorelog.utcnow()
         self.ids_path = scorelog.ids_file(self.id, runs_dir)
-        self.ids_path.parent.mkdir(parents=True, exist_ok=True)
-        self.ids_tmp = self.ids_path.with_name(self.ids_path.name + ".tmp")
         self.output = output
-        self.out_tmp = None if output is None else output.with_name(f".{output.name}.{self.id}.tmp")
-        self.out = None if output is None else Writer(self.out_tmp, out_kind, delimiter=output_delimiter(output))
-        self.ids = Writer(self.ids_tmp, "parquet", dictionary=False)
         self.rows = 0
         self.counts = np.zeros(10, dtype=np.int64)
-        self.summaries = []
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expkit-write")
+        self.summaries: list[dict] = []
+        self.ids = self.out = None
         self._pending = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expkit-write")
+        try:
+            self.ids_path.parent.mkdir(parents=True, exist_ok=True)
+            self.ids = Writer(self.ids_path, "parquet", dictionary=False)
+            self.out = None if output is None else Writer(output, out_kind)
+        except BaseException:
+            self.abort()
+            raise
 
-    def add(self, out, ids, counts, summary: dict) -> None:
-        """Account for one scored chunk: (output, ids, counts, summary), DataFrames or arrow tables."""
-        self.rows += len(out)
-        if counts is not None:
-            self.counts += counts
-        self.summaries.append(summary)
+    def add(self, part: PartResult):
+        """Account for the next part in input order; returns its output (in memory: score())."""
+        out, ids = part.out, part.ids
+        if not self.scorer.id_columns and self.rows and out is not None:
+            out, ids = _renumber(out, ids, self.rows)
+        self.rows += part.rows
+        if part.counts is not None:
+            self.counts += part.counts
+        self.summaries.append(part.summary)
         self._wait()
-        self._pending = self._worker.submit(self._write, out, ids)
+        if ids is not None:
+            self._pending = self._thread.submit(self._write, out, ids)
+        return out
 
     def _write(self, out, ids) -> None:
         self.ids.write(ids)
@@ -87,20 +83,16 @@ class _Batch:
             self.out.write(out)
 
     def _wait(self) -> None:
-        """Finish the chunk in flight (raising its error, if any)."""
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()
 
     def commit(self) -> dict:
-        """Close files, move them into place, then append the score-log record."""
+        """Finish the files, move them into place, then append the score-log record."""
         try:
             self._wait()
         finally:
-            self._worker.shutdown()
-        self.ids.close()
-        if self.out is not None:
-            self.out.close()
+            self._thread.shutdown()
         record = {
             "id": self.id, "app": self.app, "tenant": self.tenant,
             "model_tenant": self.scorer.model_tenant, "version": self.scorer.version,
@@ -110,13 +102,15 @@ class _Batch:
             "ids_path": self.ids_path.relative_to(_runs_dir(self.runs_dir)).as_posix(),
             "output": None if self.output is None else str(self.output),
         }
-        os.replace(self.ids_tmp, self.ids_path)
+        self.ids.commit()
         try:
             if self.out is not None:
-                os.replace(self.out_tmp, self.output)
+                self.out.commit()
             scorelog.record_batch(record, self.runs_dir)
         except BaseException:
             _remove(self.ids_path)
+            if self.out is not None and self.out.kind != "dataset":
+                _remove(self.output)
             raise
         log.info("scored %d rows of %s/%s with model %s (batch %s)", self.rows, self.app,
                  self.tenant, self.scorer.version, self.id)
@@ -128,10 +122,23 @@ class _Batch:
         except BaseException:  # noqa: BLE001 - the batch failed already; its files go
             pass
         finally:
-            self._worker.shutdown()
-        for p in (self.ids_tmp, self.out_tmp):
-            if p is not None:
-                _remove(p)
+            self._thread.shutdown()
+        for writer in (self.ids, self.out):
+            if writer is not None:
+                writer.abort()
+
+
+def _renumber(out, ids, offset: int):
+    """Row numbers (the ids of a model without id columns) counted from ``offset``."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(out, pd.DataFrame):
+        out = out.assign(row=out["row"] + offset)
+        return out, ids.assign(id=out["row"].astype(str).to_numpy())
+    row = pc.add(out.column("row"), pa.scalar(offset, out.schema.field("row").type))
+    out = out.set_column(out.schema.get_field_index("row"), "row", row)
+    return out, ids.set_column(ids.schema.get_field_index("id"), "id", pc.cast(row, pa.string()))
 
 
 def _remove(path: Path) -> None:
@@ -141,9 +148,23 @@ def _remove(path: Path) -> None:
         pass
 
 
+def _check_names(app, tenant, run, runs_dir) -> None:
+    """App and tenant names follow the tenant rules; ``run`` must be a run id of the runs folder."""
+    safe_name(app, "app")
+    if tenant is not None:
+        safe_name(tenant, "tenant")
+    if run is not None:
+        text = str(run)
+        if safe_name(text, "run") != text or text.startswith("."):
+            raise ConfigError(f"run {text!r} is not a run id", hint="use an id from `expkit runs list`")
+        if not (_runs_dir(runs_dir) / text).is_dir():
+            raise ConfigError(f"run {text!r} is not in the runs folder {str(_runs_dir(runs_dir))!r}",
+                              hint="use an id from `expkit runs list`")
+
+
 def score(df: pd.DataFrame, app: str, tenant=None, run=None, reasons: int = 0, keep=None,
           runs_dir=None, log_batch: bool = True) -> pd.DataFrame:
-    """Score a DataFrame with the production model of ``(app, tenant)``.
+    """Score a DataFrame with the production model of ``(app, tenant)``, in this process.
 
     Parameters
     ----------
@@ -154,7 +175,7 @@ def score(df: pd.DataFrame, app: str, tenant=None, run=None, reasons: int = 0, k
     tenant : str, optional
         Tenant whose production model to use (``None``: the app-wide model).
     run : str, optional
-        Score with this run's model instead of the production model.
+        Score with the model of this run (an id of the runs folder) instead.
     reasons : int
         Add the top ``reasons`` reasons per row (``reason_1`` ...).
     keep : list of str, optional
@@ -175,79 +196,114 @@ def score(df: pd.DataFrame, app: str, tenant=None, run=None, reasons: int = 0, k
     RegistryError
         No production model for ``(app, tenant)``.
     ModelError
-        The model file is missing or does not match the registry's hash.
+        The model file is missing or does not match the registry's digest.
     SchemaError
-        A column is missing or holds values that cannot be coerced.
+        A column is missing or holds values that cannot be converted to the model's type.
+    ConfigError
+        ``app``, ``tenant`` or ``run`` is not a valid name.
     ScoringError
         The input has no rows.
     """
     if not isinstance(df, pd.DataFrame):
         raise ScoringError(f"score() needs a pandas DataFrame, got {type(df).__name__}",
                            hint="use score_file() for files")
+    _check_names(app, tenant, run, runs_dir)
     if df.empty:
         raise ScoringError("the input has no rows to score")
-    scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep or ())
+    scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep or (), lazy=True)
     scorer.check_columns(list(df.columns), "the input")
+    source = Source("<DataFrame>", "rows", tuple(scorer.needed))
+    job = Job(source, ModelRef.of(scorer), chunksize=len(df), arrow=False)
+    result = score_part(Part(0, data=df[scorer.needed]), job)
     if not log_batch:
-        return scorer.score(scorer.prepare(df))[0]
+        return result.out
     batch = _Batch(scorer, app, tenant, runs_dir, None, "csv")
     try:
-        result = next(_in_process(scorer, iter([df])))
-        batch.add(*result)
+        batch.add(result)
         batch.commit()
     except BaseException:
         batch.abort()
         raise
-    return result[0]
+    return result.out
 
 
 def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 100_000,
-               reasons: int = 0, keep: Sequence[str] = (), runs_dir=None, n_jobs: int = 1) -> dict:
-    """Score a CSV/Parquet/JSON-lines file in chunks into a CSV or Parquet file.
+               reasons: int = 0, keep: Sequence[str] = (), runs_dir=None, n_jobs: int = 1,
+               cluster=None, raw_text: bool = False) -> dict:
+    """Score a CSV/TSV/Parquet/JSON-lines file into a CSV, TSV or Parquet file (or a Parquet
+    dataset: an output path ending in ``/``).
 
-    The output is written to a temporary file and moved into place when complete;
-    only then is the batch appended to the score log. Memory is bounded by
-    ``chunksize`` whatever the file size. Other parameters and errors as :func:`score`.
+    The input is cut into parts of about ``chunksize`` rows that the workers read
+    themselves; the output is written in input order to a temporary file, moved into place
+    when complete, and only then is the batch appended to the score log. A failure,
+    Ctrl-C or SIGTERM anywhere ends every worker and leaves no output, temporary file or
+    score-log record. Other parameters and errors as :func:`score`.
 
     Parameters
     ----------
     n_jobs : int
-        Processes scoring chunks (``-1``: one per CPU); 1 scores in this process.
+        Worker processes on this machine (``-1``: one per CPU); 1 scores in this process.
+    cluster : str, distributed.Client or expkit.engine.Engine, optional
+        Score on a Dask cluster instead: a scheduler address, ``"local:N"`` (a local
+        cluster of N processes) or a client; ``$EXPKIT_DASK_SCHEDULER`` when not given.
+    raw_text : bool
+        Write text to CSV/TSV as it is, without neutralising spreadsheet formulas
+        (cells starting with ``= + - @``, tab or CR get a leading ``'`` by default).
 
     Returns
     -------
     dict
         The score-log record of the batch (id, rows, score_counts, fields, ...).
     """
-    chunks = None
+    src, dst = Path(input), Path(output)
+    out_kind = output_kind(output)
+    _check_names(app, tenant, run, runs_dir)
+    scores_folder = scorelog.ids_file("x", runs_dir).parent
+    for folder in (dst.parent, scores_folder):
+        clean_leftovers(folder)
+    columns = input_columns(src)
+    scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep, lazy=True)
+    scorer.check_columns(columns, f"input file {str(src)!r}")
+    source, parts = plan(src, scorer.needed, chunksize)
+    parts = iter(parts)
+    first = list(itertools.islice(parts, 2))
+    if len(first) < 2 and cluster is None:
+        n_jobs = 1  # one part: workers would only add their start-up
+    parts = itertools.chain(first, parts)
     try:
-        src, dst = Path(input), Path(output)
-        out_kind = file_kind(dst, "output")
-        columns = input_columns(src)
-        scorer = load_scorer(app, tenant, run, runs_dir, reasons, keep)
-        scorer.check_columns(columns, f"input file {str(src)!r}")
-        storage = {c: storage_kind(scorer.schema[c]) for c in scorer.needed if c in scorer.schema}
-        # dates are read as text too (coerced per chunk); kept columns outside the schema as well
-        texts = [c for c, k in storage.items() if k in ("string", "datetime")]
-        texts += [c for c in scorer.keep if c not in scorer.schema]
-        numbers = [c for c, k in storage.items() if k == "number"]
         dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ScoringError(f"cannot create the output folder {str(dst.parent)!r}: {exc.strerror or exc}",
+                           hint="choose another output path") from exc
+    batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)
+    try:
+        with engine.session(cluster, n_jobs) as where:
+            log.info("scoring %s on %s", src, where.describe())
+            ref = ModelRef.of(scorer)
+            data = None
+            if not where.shares_files:
+                data = where.broadcast(model_bytes(ref))
+                if not where.sees(src):
+                    parts = (_handed_over(source, p) for p in parts)
+            job = Job(source, ref, chunksize, arrow=True, neutralise=out_kind in ("csv", "tsv") and not raw_text)
+            for result in where.map(score_part, parts, job, data):
+                batch.add(result)
+        if batch.rows == 0:
+            raise ScoringError(f"input file {str(src)!r} has no rows to score")
+        return batch.commit()
+    except BaseException:
+        batch.abort()
+        raise
 
-        def read() -> Iterator[pd.DataFrame]:
-            return iter_chunks(src, scorer.needed, chunksize, texts, numbers)
 
-        chunks = read_ahead(read())
-        results = _in_process(scorer, chunks)
-        batch = _Batch(scorer, app, tenant, runs_dir, dst, out_kind)
-        try:
-            for result in results:
-                batch.add(*result)
-            if batch.rows == 0:
-                raise ScoringError(f"input file {str(src)!r} has no rows to score")
-            return batch.commit()
-        except BaseException:
-            batch.abort()
-            raise
-    finally:
-        if chunks is not None:
-            chunks.close()  # stops the reading thread if scoring failed
+def _handed_over(source, part: Part) -> Part:
+    """``part`` with its rows read here, for workers that cannot see the input file."""
+    if source.kind in ("text", "jsonl"):
+        return Part(part.number, part.start, part.end, part.line, data=read_range(source.path, part.start, part.end))
+    if source.kind == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.ParquetFile(source.path).read_row_groups(list(part.row_groups), columns=list(source.columns))
+        return Part(part.number, data=table.to_pandas())
+    return part
+

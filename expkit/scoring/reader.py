@@ -1,56 +1,81 @@
-"""Tables read and written in chunks: CSV (pyarrow's streaming reader, else pandas),
-Parquet and JSON lines in; CSV and Parquet out. Memory is bounded by the chunk size
-whatever the file's size.
+"""Input tables in partitions that workers read themselves.
+
+:func:`plan` looks at a file once and yields its :class:`Part` s lazily; :func:`read_part`
+(run by whichever worker scores the part) turns one into DataFrames of at most
+``chunksize`` rows. Only the needed columns are read.
+
+- Parquet: a part is one or more whole row groups (``ParquetFile.iter_batches``).
+- Delimited text and JSON lines: a part is a byte range that starts and ends on a record
+  boundary. The planner reads the file once in large blocks to find the boundaries
+  (quote-aware for CSV: a newline inside a quoted value is not one; RFC 4180 escapes
+  quotes by doubling them, which keeps the count even). Workers parse their range with
+  ``pyarrow.csv`` (every column as text, :data:`expkit.data.NULL_VALUES` as missing) or
+  pandas' JSON-lines reader.
+- Compressed files, a JSON file holding one table, and DataFrames cannot be split
+  without reading them: the calling process reads them in chunks (pandas' chunked
+  readers, same null policy) and hands the rows over (``Part.data``).
+
+The format table and delimiter sniffer are :mod:`expkit.data`'s, shared with
+:func:`expkit.load`.
 """
 from __future__ import annotations
 
-import logging
-import queue
-import threading
+import dataclasses
+import io
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pandas as pd
 
-from ..data import load
+from ..data import NULL_VALUES, file_format, is_json_table, load, text_dialect
 from ..errors import DataError
 
-log = logging.getLogger(__name__)
-
-_CSV = (".csv", ".tsv", ".txt")
-_PARQUET = (".parquet", ".pq")
-_JSONL = (".jsonl", ".ndjson", ".json")
+#: Bytes the planner reads at a time when it looks for record boundaries.
+BLOCK = 8 << 20
 
 
-def file_kind(path: Path, role: str) -> str:
-    """'parquet', 'csv' or 'jsonl' from the file name (compression suffixes skipped on input)."""
-    suffixes = [x.lower() for x in path.suffixes]
-    if role == "input" and suffixes and suffixes[-1] in (".gz", ".bz2", ".xz"):
-        suffixes = suffixes[:-1]
-    suffix = suffixes[-1] if suffixes else ""
-    if suffix in _PARQUET:
-        return "parquet"
-    if suffix in _CSV:
-        return "csv"
-    if suffix in _JSONL and role == "input":
-        return "jsonl"
-    raise DataError(f"{role} file {str(path)!r}: unsupported format {suffix or '(no extension)'!r}",
-                    hint="use .csv, .tsv or .parquet" + (" or .jsonl" if role == "input" else ""))
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """One input file as the workers read it."""
+
+    path: str
+    kind: str  # "text", "jsonl", "parquet", or "rows" (rows handed over in Part.data)
+    columns: tuple[str, ...]
+    delimiter: str = ","
+    encoding: str = "utf-8"
+    header: bytes = b""  # the header record of a text file, put before each part's bytes
 
 
-def output_delimiter(path: Path) -> str:
-    """The field delimiter of a CSV output: a tab for ``.tsv``, else a comma."""
-    return "\t" if path.suffix.lower() == ".tsv" else ","
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """One partition: a byte range, row groups, or rows handed over in ``data``."""
+
+    number: int
+    start: int = 0
+    end: int = 0
+    line: int = 1  # the file line the part starts on (for error messages)
+    row_groups: tuple[int, ...] = ()
+    data: Any = None
+
+
+def input_kind(path: Path) -> tuple[str, str | None]:
+    """``(kind, compression)`` of an input file; DataError for formats that cannot be scored."""
+    kind, compression = file_format(path)
+    if kind is None or (kind == "parquet" and compression):
+        suffix = "".join(Path(path).suffixes[-2:]) or "(no extension)"
+        raise DataError(f"input file {str(path)!r}: unsupported format {suffix!r}",
+                        hint="use .csv, .tsv, .txt, .parquet, .jsonl or .json (optionally .gz/.bz2/.xz)")
+    return kind, compression
 
 
 def input_columns(path: Path) -> list[str]:
-    """Column names of a CSV/Parquet/JSON-lines file, read without loading its rows.
-
-    Missing, empty (no data rows), binary or undecodable files raise DataError.
-    """
-    kind = file_kind(path, "input")
-    if kind != "parquet":
+    """Column names of an input file, read without loading its rows (DataError for
+    missing, empty, binary or undecodable files)."""
+    kind, _ = input_kind(path)
+    if kind not in ("parquet", "json"):
         return list(load(path, nrows=5).columns)
+    if kind == "json":
+        return list(load(path, dtype=False).columns)
     if not path.is_file():
         return list(load(path).columns)  # DataError naming the problem
     import pyarrow.parquet as pq
@@ -61,214 +86,194 @@ def input_columns(path: Path) -> list[str]:
         raise DataError(f"cannot read {str(path)!r} as Parquet: {exc}") from exc
 
 
-def _csv_sep(path: Path, columns: Sequence[str]) -> str:
-    """The delimiter under which the header reads as ``columns`` (as sniffed by expkit.data.load)."""
-    for sep in (",", "\t", ";", "|"):
-        try:
-            if list(pd.read_csv(path, sep=sep, nrows=0).columns) == list(columns):
-                return sep
-        except (ValueError, UnicodeDecodeError):
-            continue
-    return ","
+def plan(path: Path, columns: Sequence[str], rows: int) -> tuple[Source, Iterator[Part]]:
+    """The :class:`Source` of ``path`` and its parts of about ``rows`` rows each (lazily:
+    the boundaries of later parts are found while earlier ones are scored)."""
+    path = Path(path)
+    kind, compression = input_kind(path)
+    columns = tuple(columns)
+    if kind == "parquet":
+        return Source(str(path), "parquet", columns), _parquet_parts(path, rows)
+    if kind == "json" and not compression:
+        with open(path, "rb") as fh:
+            kind = "json" if is_json_table(fh.read(1 << 16)) else "jsonl"
+    if compression or kind == "json":
+        return Source(str(path), "rows", columns), _handed_over(path, kind, columns, rows)
+    if kind == "jsonl":
+        return Source(str(path), "jsonl", columns), _byte_parts(path, 0, rows, quotes=False, line=1)
+    encoding, delimiter = text_dialect(path)
+    header = _header(path)
+    source = Source(str(path), "text", columns, delimiter, encoding, header)
+    return source, _byte_parts(path, len(header), rows, quotes=True, line=1 + header.count(b"\n"))
 
 
-def iter_chunks(path: Path, columns: Sequence[str], chunksize: int,
-                string_columns: Sequence[str] = (), number_columns: Sequence[str] | None = None
-                ) -> Iterator[pd.DataFrame]:
-    """Read ``columns`` of ``path`` in DataFrames of at most ``chunksize`` rows.
+def frame_parts(df: pd.DataFrame, rows: int) -> Iterator[Part]:
+    """Parts of an in-memory DataFrame (rows handed over)."""
+    for i, start in enumerate(range(0, len(df), rows)):
+        yield Part(i, data=df.iloc[start:start + rows])
 
-    ``string_columns`` are read as strings from text files (ids like ``007`` stay as they are).
-    When ``number_columns`` is given and every other column is in ``string_columns``
-    (or in ``number_columns``), CSV files are read with pyarrow's streaming reader,
-    which is several times faster than pandas: number columns come out as pandas
-    would infer them per chunk (int64, else float64, else text for the caller to
-    coerce or reject). Should pyarrow fail on the file (a malformed line, not UTF-8, ...),
-    reading carries on with pandas from the same row, so results and errors are pandas'.
-    """
-    kind = file_kind(path, "input")
+
+def _parquet_parts(path: Path, rows: int) -> Iterator[Part]:
+    import pyarrow.parquet as pq
+
+    meta = pq.ParquetFile(path).metadata
+    group, count, number = [], 0, 0
+    for i in range(meta.num_row_groups):
+        group.append(i)
+        count += meta.row_group(i).num_rows
+        if count >= rows:
+            yield Part(number, row_groups=tuple(group))
+            group, count, number = [], 0, number + 1
+    if group:
+        yield Part(number, row_groups=tuple(group))
+
+
+def _header(path: Path) -> bytes:
+    """The bytes of the first record (the header), quote-aware, newline included."""
+    head, inside, pos = b"", False, 0
+    with open(path, "rb") as fh:
+        while more := fh.read(1 << 20):
+            head += more
+            while (nl := head.find(b"\n", pos)) >= 0:
+                inside ^= head.count(b'"', pos, nl) % 2 == 1
+                pos = nl + 1
+                if not inside:
+                    return head[:pos]
+    return head
+
+
+def _byte_parts(path: Path, start: int, rows: int, quotes: bool, line: int) -> Iterator[Part]:
+    """Byte ranges of about ``rows`` records each, from ``start`` to the end of the file;
+    ``line`` is the file line at ``start``."""
+    size = path.stat().st_size
+    if start >= size:
+        return
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        sample = fh.read(1 << 20)
+        target = max(len(sample) * rows // max(sample.count(b"\n"), 1), 1)  # bytes of ~`rows` records
+        fh.seek(start)
+        number, part_start, part_line, inside = 0, start, line, False
+        block_start, want = start, start + target
+        while block := fh.read(BLOCK):
+            pos = 0  # `inside` and `line` hold for block[:pos]
+
+            def advance(to: int) -> None:
+                nonlocal pos, inside, line
+                if quotes:
+                    inside ^= block.count(b'"', pos, to) % 2 == 1
+                line += block.count(b"\n", pos, to)
+                pos = to
+
+            while want < block_start + len(block):
+                advance(max(want - block_start, pos))
+                while (nl := block.find(b"\n", pos)) >= 0:
+                    advance(nl + 1)
+                    if not inside:
+                        break
+                if nl < 0:  # no boundary in this block: look on in the next one
+                    want = block_start + len(block)
+                    break
+                yield Part(number, part_start, block_start + pos, part_line)
+                number, part_start, part_line = number + 1, block_start + pos, line
+                want = part_start + target
+            advance(len(block))
+            block_start += len(block)
+        if part_start < size:
+            yield Part(number, part_start, size, part_line)
+
+
+def _handed_over(path: Path, kind: str, columns: Sequence[str], rows: int) -> Iterator[Part]:
+    """Parts whose rows the calling process reads (files that cannot be split)."""
+    if kind == "json":
+        whole = load(path, dtype=False)
+        yield from frame_parts(whole.reindex(columns=list(columns)), rows)
+        return
     try:
-        if kind == "parquet":
-            import pyarrow.parquet as pq
-
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunksize, columns=list(columns)):
-                yield batch.to_pandas()
-        elif kind == "csv":
-            sep = _csv_sep(path, input_columns(path))
-            done = 0
-            if number_columns is not None and set(columns) <= {*string_columns, *number_columns}:
-                try:
-                    for chunk in _arrow_csv_chunks(path, sep, columns, chunksize, number_columns):
-                        done += len(chunk)
-                        yield chunk
-                    return
-                except _ArrowReadFailed as exc:
-                    log.debug("pyarrow cannot read %s after %d rows (%s); reading it with pandas",
-                              path, done, exc)
-            reader = pd.read_csv(path, sep=sep, usecols=list(columns), chunksize=chunksize,
-                                 dtype={c: "str" for c in string_columns})
-            for chunk in reader:
-                skip = min(done, len(chunk))
-                done -= skip
-                if skip < len(chunk):
-                    yield chunk.iloc[skip:]
+        if kind == "jsonl":
+            reader = pd.read_json(path, lines=True, chunksize=rows, dtype=False)
         else:
-            for chunk in pd.read_json(path, lines=True, chunksize=chunksize):
-                yield chunk.reindex(columns=list(columns))
+            encoding, delimiter = text_dialect(path)
+            reader = pd.read_csv(path, sep=delimiter, encoding=encoding, usecols=list(columns), dtype="str",
+                                 chunksize=rows, na_values=list(NULL_VALUES), keep_default_na=False)
+        with reader:
+            for i, chunk in enumerate(reader):
+                yield Part(i, data=chunk.reindex(columns=list(columns)))
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. a malformed line deep in the file
         raise DataError(f"cannot read {str(path)!r}: {exc}",
-                        hint="fix the file (UTF-8, one record per line); nothing was written") from exc
+                        hint="fix the file (one record per line); nothing was written") from exc
 
 
-def read_ahead(chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-    """``chunks``, read in a background thread one chunk ahead of the caller (reading overlaps
-    scoring; at most two chunks wait, so memory stays bounded). Errors reach the caller."""
-    ahead: queue.Queue = queue.Queue(maxsize=1)
-    stop = threading.Event()
-    end = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                ahead.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for chunk in chunks:
-                if not put((chunk, None)):
-                    return
-            put((end, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller
-            put((end, exc))
-        finally:
-            chunks.close()
-
-    reader = threading.Thread(target=read, name="expkit-read", daemon=True)
-    reader.start()
+# -- in the worker ------------------------------------------------------------------
+def read_part(source: Source, part: Part, chunksize: int) -> Iterator[pd.DataFrame]:
+    """The rows of ``part`` in DataFrames of at most ``chunksize`` rows (columns:
+    ``source.columns``; text files give text columns). DataError names the file and line."""
+    if source.kind == "rows" or part.data is not None and not isinstance(part.data, bytes):
+        for start in range(0, len(part.data), chunksize):
+            yield part.data.iloc[start:start + chunksize]
+        return
     try:
-        while True:
-            chunk, error = ahead.get()
-            if error is not None:
-                raise error
-            if chunk is end:
-                return
-            yield chunk
-    finally:
-        stop.set()
-        reader.join()
+        if source.kind == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(source.path)
+            for batch in pf.iter_batches(batch_size=chunksize, row_groups=list(part.row_groups),
+                                         columns=list(source.columns)):
+                yield batch.to_pandas()
+            return
+        data = part.data if part.data is not None else read_range(source.path, part.start, part.end)
+        if source.kind == "jsonl":
+            df = pd.read_json(io.BytesIO(data), lines=True, dtype=False)
+            df = df.reindex(columns=list(source.columns))
+            for start in range(0, len(df), chunksize):
+                yield df.iloc[start:start + chunksize]
+            return
+        table = _parse_csv(source, data)
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow/pandas parse errors become one clear line
+        raise DataError(f"cannot read {source.path!r} (the part from line {part.line}): {exc}",
+                        hint="fix the file (UTF-8 or Windows-1252 text, one record per line); "
+                             "nothing was written") from exc
+    for start in range(0, table.num_rows, chunksize):
+        yield table.slice(start, chunksize).to_pandas()
 
 
-class _ArrowReadFailed(Exception):
-    """pyarrow could not read (part of) a CSV file; pandas takes over."""
+def read_range(path: str, start: int, end: int) -> bytes:
+    """Bytes ``start`` to ``end`` of a file."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        return fh.read(end - start)
 
 
-#: What pandas.read_csv reads as missing (pyarrow's default list lacks ``None`` and ``<NA>``).
-_NA_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
-              "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]
-
-
-def _arrow_csv_chunks(path: Path, sep: str, columns: Sequence[str], chunksize: int,
-                      number_columns: Sequence[str]) -> Iterator[pd.DataFrame]:
-    """``columns`` of a CSV file in DataFrames of ``chunksize`` rows via pyarrow.csv.open_csv.
-
-    Every column is read as text, number columns are then cast as pandas would infer
-    them. Raises _ArrowReadFailed when pyarrow cannot read the file (compressed files
-    are left to pandas).
-    """
+def _parse_csv(source: Source, data: bytes):
+    """All ``source.columns`` of a text range as arrow strings (missing: NULL_VALUES)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    if path.suffix.lower() in (".gz", ".bz2", ".xz"):
-        raise _ArrowReadFailed("compressed file")
-    numbers = [c for c in columns if c in set(number_columns)]
+    bad = []
+
+    def invalid(row):
+        bad.append(row)
+        return "error"
+
+    encoding = "utf8" if source.encoding.replace("-", "").lower() in ("utf8", "utf8sig") else source.encoding
     try:
-        # a Python file object, not the path: given a path, pyarrow reads ahead as fast as it
-        # can, so memory would grow with the file whenever scoring is slower than reading
-        with open(path, "rb") as file:
-            reader = pcsv.open_csv(
-                file, read_options=pcsv.ReadOptions(block_size=1 << 22, use_threads=False),
-                parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True),
-                convert_options=pcsv.ConvertOptions(
-                    include_columns=list(columns), column_types={c: pa.string() for c in columns},
-                    null_values=_NA_VALUES, strings_can_be_null=True, quoted_strings_can_be_null=True))
-            pending, rows = [], 0
-            for batch in reader:
-                pending.append(pa.Table.from_batches([batch]))
-                rows += batch.num_rows
-                while rows >= chunksize:
-                    table = pa.concat_tables(pending)
-                    pending, rows = [table.slice(chunksize)], rows - chunksize
-                    yield _arrow_to_pandas(table.slice(0, chunksize), numbers)
-            if rows:
-                yield _arrow_to_pandas(pa.concat_tables(pending), numbers)
-    except (pa.ArrowException, OSError) as exc:
-        raise _ArrowReadFailed(str(exc)) from exc
-
-
-def _arrow_to_pandas(table, numbers: Sequence[str]) -> pd.DataFrame:
-    """A text-only arrow table as pandas, with ``numbers`` columns as pandas would read them."""
-    for col in numbers:
-        i = table.schema.get_field_index(col)
-        table = table.set_column(i, col, _as_number(table.column(i)))
-    return table.to_pandas()
-
-
-def _as_number(text):
-    """Arrow strings as int64, else float64 (pandas reads " 12 " as 12 too), else as they are."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    for strip in (False, True):
-        values = pc.utf8_trim_whitespace(text) if strip else text
-        for typ in (pa.int64(), pa.float64()):
-            try:
-                return pc.cast(values, typ)
-            except pa.ArrowInvalid:
-                continue
-    return text
-
-
-class Writer:
-    """Append DataFrames to a CSV or Parquet file (pyarrow writers; the first chunk fixes the types).
-
-    ``dictionary=False`` writes Parquet without dictionary encoding (twice as fast for
-    columns of distinct values such as ids, and smaller).
-    """
-
-    def __init__(self, path: Path, kind: str, dictionary: bool = True, delimiter: str = ","):
-        self.path, self.kind, self._pq, self._schema = path, kind, None, None
-        self.dictionary, self.delimiter = dictionary, delimiter
-
-    def write(self, df) -> None:
-        """Append a DataFrame or an arrow table."""
-        import pyarrow as pa
-
-        table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
-        if self._pq is None:
-            schema = table.schema
-            # a column that is empty in the first chunk would be typed null: use string
-            self._schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
-                                      for f in schema]).remove_metadata()
-            if self.kind == "csv":
-                import pyarrow.csv as pcsv
-
-                self._pq = pcsv.CSVWriter(self.path, self._schema,
-                                          write_options=pcsv.WriteOptions(delimiter=self.delimiter))
-            else:
-                import pyarrow.parquet as pq
-
-                self._pq = pq.ParquetWriter(self.path, self._schema, use_dictionary=self.dictionary)
-        self._pq.write_table(table.cast(self._schema) if table.schema != self._schema else table)
-
-    def close(self) -> None:
-        if self._pq is not None:
-            self._pq.close()
-        elif self.kind == "csv":
-            open(self.path, "w").close()
-
-
+        return pcsv.read_csv(
+            pa.py_buffer(source.header + data),
+            read_options=pcsv.ReadOptions(use_threads=False, encoding=encoding, block_size=1 << 24),
+            parse_options=pcsv.ParseOptions(delimiter=source.delimiter, newlines_in_values=True,
+                                            invalid_row_handler=invalid),
+            convert_options=pcsv.ConvertOptions(
+                include_columns=list(source.columns), column_types={c: pa.string() for c in source.columns},
+                null_values=list(NULL_VALUES), strings_can_be_null=True, quoted_strings_can_be_null=True))
+    except pa.ArrowInvalid as exc:
+        if bad:
+            row = bad[0]
+            raise DataError(f"cannot read {source.path!r}: a line has {row.actual_columns} field(s) where the "
+                            f"header has {row.expected_columns}: {row.text[:80]!r}",
+                            hint="fix that line (quote values holding the delimiter); nothing was written") \
+                from exc
+        raise

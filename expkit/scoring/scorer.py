@@ -14,9 +14,11 @@ import pandas as pd
 
 from .. import drift
 from ..errors import ModelError, SchemaError
-from ..models.bundle import load_model
+from ..files import sha256_file
+from ..models.bundle import MODEL_FILE, load_model
 from ..paths import runs_dir as _runs_dir
 from ..registry import Registry
+from .types import coerce, storage_kind  # noqa: F401 - storage_kind: part of this module's face
 
 
 # -- the model ------------------------------------------------------------------
@@ -36,14 +38,14 @@ def load_scorer(app: str, tenant=None, run=None, runs_dir=None, reasons: int = 0
                              hint="check the run id with `expkit runs list`")
         bundle = load_model(model_dir, lazy=lazy)
         return Scorer(bundle, version=f"run:{run}", run_id=str(run), reasons=reasons, keep=keep,
-                      model_tenant=tenant)
+                      model_tenant=tenant, model_sha256=bundle.card.get("sha256"))
     prod = Registry(root).production(app, tenant)
     model_dir = Path(prod["model_dir"])
     if not model_dir.is_absolute():
         model_dir = root / model_dir
     bundle = load_model(model_dir, expected_sha256=prod["sha256"], lazy=lazy)
     return Scorer(bundle, version=str(prod["version"]), run_id=prod["run_id"],
-                  reasons=reasons, keep=keep, model_tenant=prod.get("tenant"))
+                  reasons=reasons, keep=keep, model_tenant=prod.get("tenant"), model_sha256=prod["sha256"])
 
 
 class Scorer:
@@ -62,11 +64,19 @@ class Scorer:
         Input columns passed through to the output unchanged.
     model_tenant : str, optional
         Tenant of the registry entry the model serves (``None``: app-wide).
+    model_sha256 : str, optional
+        The digest the model file was checked against (worker processes check the bytes
+        they load against it); by default the sha256 of the bundle's model file.
     """
 
     def __init__(self, bundle, version: str, run_id=None, reasons: int = 0, keep: Sequence[str] = (),
-                 model_tenant=None):
+                 model_tenant=None, model_sha256: str | None = None):
         self.bundle = bundle
+        directory = getattr(bundle, "directory", None)
+        self.model_file = None if directory is None else Path(directory) / MODEL_FILE
+        if model_sha256 is None and self.model_file is not None and self.model_file.is_file():
+            model_sha256 = sha256_file(self.model_file)
+        self.model_sha256 = model_sha256
         self.version = version
         self.run_id = run_id
         self.model_tenant = model_tenant
@@ -109,20 +119,23 @@ class Scorer:
             out[col] = coerce(df[col], self.schema.columns[col] if col in self.schema else None)
         return pd.DataFrame(out, index=df.index)
 
-    def score(self, df: pd.DataFrame, row_offset: int = 0) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
-        """Score a prepared chunk -> (output frame, scores, ids as strings)."""
+    def score(self, df: pd.DataFrame, row_offset: int = 0, raw: pd.DataFrame | None = None
+              ) -> tuple[pd.DataFrame, np.ndarray, pd.Series]:
+        """Score a prepared chunk -> (output frame, scores, ids as strings). Id and kept
+        columns are passed through as read (``raw``, the chunk before :meth:`prepare`)."""
         X = df[self.features]
+        raw = df if raw is None else raw
         out = pd.DataFrame(index=df.index)
         if self.id_columns:
             for c in self.id_columns:
-                out[c] = df[c]
-            ids = _id_strings(df[self.id_columns])
+                out[c] = raw[c]
+            ids = _id_strings(raw[self.id_columns])
         else:
             out["row"] = np.arange(row_offset, row_offset + len(df))
             ids = out["row"].astype(str)
         for c in self.keep:
             if c not in out:
-                out[c] = df[c]
+                out[c] = raw[c]
         if self.task == "regression":
             scores = np.asarray(self.bundle.score(X), dtype=float)
             out["prediction"] = scores
@@ -154,107 +167,6 @@ def _id_strings(ids: pd.DataFrame) -> pd.Series:
     return ids.astype(str).agg("|".join, axis=1)
 
 
-# -- type coercion --------------------------------------------------------------
-def storage_kind(ct) -> str | None:
-    """How a column was stored in training: 'number', 'datetime', 'bool', 'string' or None."""
-    if ct is None:
-        return None
-    dt = (ct.dtype or "").lower()
-    if dt.startswith(("int", "uint", "float")):
-        return "number"
-    if dt.startswith("datetime"):
-        return "datetime"
-    if dt in ("bool", "boolean"):
-        return "bool"
-    if dt in ("str", "string", "object", "category") or dt.startswith("string"):
-        return "string"
-    return {"numeric": "number", "integer": "number", "date": "datetime"}.get(ct.type)
-
-
-def coerce(s: pd.Series, ct) -> pd.Series:
-    """Coerce ``s`` to how column ``ct`` was stored in training, or raise SchemaError."""
-    kind = storage_kind(ct)
-    if kind is None or len(s) == 0:
-        return s
-    if kind == "number":
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            return s
-        if pd.api.types.is_bool_dtype(s):
-            return s.astype(float)
-        text = s.astype("str").str.strip()
-        blank = s.isna() | text.eq("")
-        values = pd.to_numeric(text.where(~blank), errors="coerce")
-        _raise_bad(ct, s, values.isna() & ~blank, "a number")
-        return values
-    if kind == "datetime":
-        if pd.api.types.is_datetime64_any_dtype(s):
-            return s
-        parsed = _iso_datetimes(s)
-        if parsed is not None:
-            return parsed
-        text = s.astype("str").str.strip()
-        blank = s.isna() | text.eq("")
-        values = pd.to_datetime(text.where(~blank), errors="coerce")
-        _raise_bad(ct, s, values.isna() & ~blank, "a date")
-        return values
-    if kind == "string" and not pd.api.types.is_string_dtype(s):
-        if pd.api.types.is_float_dtype(s) and s.dropna().eq(s.dropna().round()).all():
-            return s.astype("Int64").astype("str").where(s.notna())  # 12.0 read from CSV -> "12"
-        return s.astype("str").where(s.notna())
-    return s
-
-
-#: Plain ISO formats parsed in arrow when every value of a chunk has the same one (pandas
-#: infers one format from the first value, so a mix goes the pandas way, errors and all):
-#: the characters at each position ("d": a digit; " " may also be "T", the same in every value).
-_ISO_DATETIMES = ("dddd-dd-dd", "dddd-dd-dd dd:dd:dd")
-
-
-def _iso_datetimes(s: pd.Series) -> pd.Series | None:
-    """Dates held as arrow strings all in one of _ISO_DATETIMES, parsed in arrow exactly as
-    ``pd.to_datetime`` parses them (blank -> NaT); None for anything else."""
-    arr = drift.arrow_strings(s)
-    if arr is None:
-        return None
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    text = pc.utf8_trim_whitespace(arr)
-    text = pc.if_else(pc.equal(pc.binary_length(text), 0), pa.scalar(None, text.type), text)
-    values = text.drop_null().combine_chunks()
-    widths = pc.min_max(pc.binary_length(values)).as_py()
-    layout = next((f for f in _ISO_DATETIMES if widths["min"] == widths["max"] == len(f)), None)
-    if layout is None or len(values) == 0:
-        return None
-    fixed = values.cast(pa.binary(len(layout)))  # fixed width: a (rows, width) byte matrix
-    chars = np.frombuffer(fixed.buffers()[1], dtype=np.uint8)[
-        fixed.offset * len(layout):(fixed.offset + len(fixed)) * len(layout)].reshape(len(fixed), -1)
-    for i, want in enumerate(layout):
-        col = chars[:, i]
-        if want == "d":
-            ok = ((col >= ord("0")) & (col <= ord("9"))).all()
-        elif want == " ":
-            ok = (col == col[0]).all() and col[0] in (ord(" "), ord("T"))
-        else:
-            ok = (col == ord(want)).all()
-        if not ok:
-            return None
-    try:
-        stamps = pc.cast(text, pa.timestamp("us"))
-    except pa.ArrowInvalid:  # e.g. 2024-02-30: pandas names it
-        return None
-    return pd.Series(stamps.to_numpy(zero_copy_only=False), index=s.index, name=s.name)
-
-
-def _raise_bad(ct, s: pd.Series, bad: pd.Series, what: str) -> None:
-    if bad.any():
-        example = s[bad].iloc[0]
-        raise SchemaError(
-            f"column {ct.name!r} should hold {what} but has {int(bad.sum())} value(s) that are not, "
-            f"e.g. {example!r}",
-            hint="fix or blank those values (empty values are scored normally)")
-
-
 # -- one chunk ------------------------------------------------------------------------
 def summarized(scorer: Scorer, chunk: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """A chunk coerced to the model's types, and its drift summary (no model needed)."""
@@ -262,9 +174,9 @@ def summarized(scorer: Scorer, chunk: pd.DataFrame) -> tuple[pd.DataFrame, dict]
     return prepared, drift.summarize(prepared, scorer.reference)
 
 
-def scored(scorer: Scorer, prepared: pd.DataFrame, row_offset: int) -> tuple:
+def scored(scorer: Scorer, prepared: pd.DataFrame, row_offset: int, raw: pd.DataFrame | None = None) -> tuple:
     """(output, ids with scores, bucket counts) of a prepared chunk."""
-    out, scores, ids = scorer.score(prepared, row_offset=row_offset)
+    out, scores, ids = scorer.score(prepared, row_offset=row_offset, raw=raw)
     counts = drift.score_buckets(scores, normalize=False) if scorer.task == "binary" else None
     return out, pd.DataFrame({"id": ids, "score": scores}), counts
 

@@ -195,7 +195,7 @@ def test_ctrl_c_or_sigterm_while_scoring_leaves_nothing_behind(runs, tmp_path, h
     """Ctrl-C in a terminal (SIGINT to the whole process group) or SIGTERM to the command
     alone (a scheduler's timeout) while `expkit score` is writing: exit 130 / 143 with one
     line, no output, no temporary files, no score-log record, and none of its processes
-    (model host, reader, workers) left running."""
+    (worker processes) left running."""
     import signal
     import subprocess
     import sys
@@ -228,3 +228,90 @@ def test_ctrl_c_or_sigterm_while_scoring_leaves_nothing_behind(runs, tmp_path, h
     while _session_processes(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _session_processes(proc.pid)
+
+
+def test_formulas_in_csv_output_are_neutralised_unless_raw_text(runs, tmp_path):
+    df = batch_file(tmp_path / "in.csv", seed=31).head(4)
+    df["note"] = ["=cmd|' /C calc'!A0", "@SUM(A1)", "-12.5", "plain"]
+    df.to_csv(tmp_path / "in.csv", index=False)
+    for flag, out in ((), "safe.csv"), (("--raw-text",), "raw.csv"):
+        r = invoke("score", tmp_path / "in.csv", "-o", tmp_path / out, "--app", "leads", "--keep", "note", *flag)
+        assert r.exit_code == 0, r.output
+    assert pd.read_csv(tmp_path / "safe.csv")["note"].tolist() == ["'=cmd|' /C calc'!A0", "'@SUM(A1)", "-12.5", "plain"]
+    assert pd.read_csv(tmp_path / "raw.csv")["note"].tolist() == df["note"].tolist()
+    assert invoke("score", tmp_path / "in.csv", "-o", tmp_path / "p.parquet", "--app", "leads",
+                  "--keep", "note").exit_code == 0
+    assert pd.read_parquet(tmp_path / "p.parquet")["note"].tolist() == df["note"].tolist()  # Parquet untouched
+
+
+def test_run_and_app_names_are_checked(runs, tmp_path):
+    batch_file(tmp_path / "in.csv", seed=32)
+    run_id = Path(Registry(runs).production("leads")["model_dir"]).parent.name
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(runs / run_id, elsewhere / run_id)
+    before = state(runs)
+    for args, match in [(("--run", f"../{elsewhere.name}/{run_id}"), "would escape"),
+                        (("--run", str(elsewhere / run_id)), "would escape"),
+                        (("--run", "no-such-run"), "not in the runs folder"),
+                        (("--app", "../x"), "app '../x' would escape")]:
+        full = ["--app", "leads", *args] if args[0] == "--run" else list(args)
+        r = invoke("score", tmp_path / "in.csv", "-o", tmp_path / "o.csv", *full)
+        assert r.exit_code == 2 and r.stderr.strip().splitlines()[-1].startswith("error:"), r.output
+        assert match in r.stderr, r.stderr
+    assert state(runs) == before and not (tmp_path / "o.csv").exists()
+    r = invoke("score", tmp_path / "in.csv", "-o", tmp_path / "o.csv", "--app", "leads", "--run", run_id)
+    assert r.exit_code == 0, r.output
+
+
+def _score_command(src, out, runs, *extra):
+    import subprocess
+    import sys
+
+    return subprocess.Popen(
+        [sys.executable, "-c", "from expkit.cli import main; main()", "score", str(src), "-o", str(out),
+         "--app", "leads", *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, env={**os.environ, "EXPKIT_RUNS": str(runs)})
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_leftovers_of_a_killed_score_are_cleaned_at_the_next_start(runs, tmp_path):
+    """kill -9 of `expkit score` while it writes leaves its temporary files (nothing can
+    remove them then); the next `expkit score` removes them, its own output intact."""
+    import signal
+    import time
+
+    pd.concat([leads(20_000, n_tenants=1, seed=s) for s in range(6)]).to_csv(tmp_path / "big.csv", index=False)
+    proc = _score_command(tmp_path / "big.csv", tmp_path / "out.csv", runs, "--chunksize", "2000", "--jobs", "2")
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".out.csv.*.tmp")) or not list((runs / "scores").glob(".*.tmp")):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"never started writing: {proc.communicate(timeout=30)}")
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 30
+    while _session_processes(proc.pid) and time.monotonic() < deadline:  # workers see their parent gone
+        time.sleep(0.1)
+    assert not _session_processes(proc.pid)
+    left = [*tmp_path.glob(".*.tmp"), *(runs / "scores").glob(".*.tmp")]
+    assert left and not (tmp_path / "out.csv").exists()
+    batch_file(tmp_path / "small.csv", seed=33)
+    r = invoke("score", tmp_path / "small.csv", "-o", tmp_path / "out.csv", "--app", "leads")
+    assert r.exit_code == 0, r.output
+    assert not [p for p in left if p.exists()] and len(pd.read_csv(tmp_path / "out.csv")) == 700
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+def test_a_local_cluster_scores_like_this_process_and_leaves_no_process(runs, tmp_path):
+    pytest.importorskip("distributed")
+    df = pd.concat([leads(3000, n_tenants=1, seed=s) for s in range(2)])
+    df.to_csv(tmp_path / "in.csv", index=False)
+    proc = _score_command(tmp_path / "in.csv", tmp_path / "cluster.csv", runs, "--chunksize", "1000",
+                          "--cluster", "local:2")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert not _session_processes(proc.pid)
+    assert invoke("score", tmp_path / "in.csv", "-o", tmp_path / "local.csv", "--app", "leads", "--jobs", "1",
+                  "--chunksize", "1000").exit_code == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cluster.csv"), pd.read_csv(tmp_path / "local.csv"))
