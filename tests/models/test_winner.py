@@ -11,8 +11,8 @@ import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
 from expkit.models import ensemble, families, load_model
-from expkit.models.bundle import trust_types
 from expkit.models.budget import TOLERANCE, importance_plan, too_small
+from expkit.models.bundle import trust_types
 from expkit.models.leaderboard import NOT_TRIED
 from expkit.models.tournament import tournament
 
