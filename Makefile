@@ -20,6 +20,10 @@ $(VENV)/.dev: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(VENV)/.core $@
 
+$(VENV)/.bench: pyproject.toml $(VENV)/.dev
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $@
+
 demo: $(VENV)/.core
 	$(BIN)/expkit demo
 
@@ -33,7 +37,7 @@ lint: $(VENV)/.dev
 lab: $(VENV)/.dev
 	$(BIN)/jupyter lab notebooks
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/features.py
 	$(BIN)/python benchmarks/tournament.py
 	$(BIN)/python benchmarks/scoring.py

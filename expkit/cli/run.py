@@ -1,6 +1,8 @@
 """``expkit run`` and ``expkit demo``: execute templates, one run per tenant."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..errors import ConfigError
@@ -20,10 +22,27 @@ def _summary_rows(results: list[dict]) -> list[dict]:
 def _print_results(results: list[dict]) -> int:
     click.echo("")
     click.echo(text_table(_summary_rows(results), ["tenant", "status", "winner", "metric", "run folder"]))
+    for r in results:  # a tournament whose budget did not let every family run says so
+        note = budget_note(r)
+        if note:
+            click.echo(f"{r['tenant'] or 'all'}: {note}", err=True)
     failed = [r for r in results if r["status"] != "succeeded"]
     for r in failed:
         click.echo(f"{r['tenant'] or 'all'}: {r['status']}: {r['error'] or 'see the report'}", err=True)
     return 1 if failed else 0
+
+
+def budget_note(result: dict) -> str | None:
+    """The tournament's "budget too small: ..." message recorded in the run's metrics.json."""
+    if not result.get("path"):
+        return None
+    from ..files import read_json
+
+    try:
+        note = read_json(Path(result["path"]) / "metrics.json", {}).get("budget_note")
+    except (OSError, ValueError, AttributeError):  # unreadable: the summary table says enough
+        return None
+    return note if isinstance(note, str) else None
 
 
 def _on_done(result: dict) -> None:

@@ -10,6 +10,8 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from .base import ColumnVectorizer, is_regression, one_hot, want_null_indicator
 
 SCALINGS = ("auto", "standard", "robust", "log1p", None)
+#: A bucket tree's leaf holds at least this many times the square root of the rows.
+BUCKET_LEAF_SQRT = 3.0
 
 
 def to_float(s: pd.Series) -> np.ndarray:
@@ -17,6 +19,12 @@ def to_float(s: pd.Series) -> np.ndarray:
     x = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
     x[~np.isfinite(x)] = np.nan
     return x
+
+
+def min_bucket_rows(n_rows: int, share: float) -> int:
+    """Fewest rows in a label-aware bucket: ``share`` of the rows, and at least
+    :data:`BUCKET_LEAF_SQRT` x sqrt(rows)."""
+    return max(1, int(np.ceil(max(share * n_rows, BUCKET_LEAF_SQRT * np.sqrt(n_rows)))))
 
 
 class NumericVectorizer(ColumnVectorizer):
@@ -37,7 +45,10 @@ class NumericVectorizer(ColumnVectorizer):
     buckets : int, default 8
         Most buckets (tree leaves or quantile bins); 0 turns buckets off.
     min_bucket_share : float, default 0.02
-        Smallest share of rows in a tree leaf.
+        Smallest share of rows in a bucket tree's leaf; the leaf also holds at least
+        :data:`BUCKET_LEAF_SQRT` times the square root of the rows, so that on a few
+        hundred rows a bucket is not a handful of rows fitted to noise (300 rows: 52
+        per leaf, 10,000 rows: 300, 100,000 rows: 2,000 from the share).
     null_indicator : {"auto", True, False}, default "auto"
     random_state : int, default 0
     """
@@ -89,7 +100,7 @@ class NumericVectorizer(ColumnVectorizer):
         y = np.asarray(y)[~missing]
         tree_cls = DecisionTreeRegressor if is_regression(y) else DecisionTreeClassifier
         tree = tree_cls(max_leaf_nodes=max(self.buckets, 2),
-                        min_samples_leaf=max(1, int(self.min_bucket_share * len(seen))),
+                        min_samples_leaf=min_bucket_rows(len(seen), self.min_bucket_share),
                         random_state=self.random_state).fit(seen.reshape(-1, 1), y)
         t = tree.tree_
         return [float(e) for e in np.unique(t.threshold[t.feature >= 0])]

@@ -14,7 +14,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .base import is_regression
+from .base import ONE_HOT_TRANSFORMS, is_regression
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,14 @@ class SanityChecker(TransformerMixin, BaseEstimator):
     Statistics use column sums and ``X.T @ Y`` on the sparse matrix; nothing
     is densified.
 
+    Names and groups: given to :meth:`fit`, else taken from a DataFrame ``X``:
+    its columns name the features and, when it comes from a
+    :class:`~expkit.features.Transmogrifier` with pandas output, its
+    ``attrs["lineage"]`` gives each feature's raw column (the group) and
+    transform. So in a plain ``Pipeline([("features", Transmogrifier()),
+    ("sanity", SanityChecker())]).set_output(transform="pandas")`` the report
+    names real features and raw fields, and a leaking field loses every feature.
+
     Parameters
     ----------
     max_correlation : float, default 0.95
@@ -110,8 +118,15 @@ class SanityChecker(TransformerMixin, BaseEstimator):
             (None for features in none) used for Cramér's V. Default: the 0/1
             features of each group, when no row has two of them set.
         """
-        if feature_names is None:
-            feature_names = list(X.columns) if isinstance(X, pd.DataFrame) else None
+        if isinstance(X, pd.DataFrame):
+            lineage = X.attrs.get("lineage") or {}
+            if feature_names is None:
+                feature_names = list(X.columns)
+            if groups is None and len(lineage.get("column", ())) == X.shape[1]:
+                groups = lineage["column"]
+                if onehot_groups is None and len(lineage.get("transform", ())) == X.shape[1]:
+                    onehot_groups = [g if t in ONE_HOT_TRANSFORMS else None
+                                     for g, t in zip(groups, lineage["transform"])]
         X = sp.csr_matrix(validate_data(self, X, accept_sparse="csr", dtype=np.float64))
         y = column_or_1d(np.asarray(y))
         check_consistent_length(X, y)
@@ -181,7 +196,12 @@ class SanityChecker(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "support_")
         checked = validate_data(self, X, reset=False, accept_sparse="csr", dtype=None)
         if isinstance(X, pd.DataFrame):
-            return X.loc[:, self.support_]
+            out = X.loc[:, self.support_]
+            lineage = X.attrs.get("lineage") or {}
+            if all(len(v) == X.shape[1] for v in lineage.values()):  # the kept columns' lineage
+                out.attrs["lineage"] = {k: [v[i] for i in np.flatnonzero(self.support_)]
+                                        for k, v in lineage.items()}
+            return out
         return checked[:, np.flatnonzero(self.support_)]
 
     def __sklearn_tags__(self):

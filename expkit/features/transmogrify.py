@@ -27,7 +27,7 @@ def _lineage_frame(names, columns, transforms) -> pd.DataFrame:
     return pd.DataFrame({"feature": list(names), "column": list(columns), "transform": list(transforms)})
 
 
-class Transmogrifier(TransformerMixin, BaseEstimator):
+class Transmogrifier(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Automatic feature engineering: one sparse matrix from a raw DataFrame.
 
     Each input column gets the vectorizer of its semantic type (see
@@ -54,6 +54,9 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
     numeric_scaling : {"auto", "standard", "robust", "log1p", None}, default "auto"
     numeric_buckets : int, default 8
         Most buckets per numeric column (label-aware when ``y`` is given); 0 = off.
+    ordinal : bool, default False
+        Give binary and categorical columns one ordinal code column besides their
+        pivot (see :class:`CategoricalVectorizer`), for tree models.
     text_features : int, default 4096
         Hashed TF-IDF columns per text column (power of 2); 0 = off.
     text_stats : bool, default True
@@ -78,6 +81,12 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
         Of the output matrix (float32 halves memory).
     random_state : int, default 0
 
+    Output is a CSR matrix; after ``set_output(transform="pandas")`` (which
+    ``Pipeline.set_output`` calls) it is a DataFrame of sparse columns named by
+    feature, whose ``attrs["lineage"]`` holds each column's raw column and
+    transform, so that a :class:`SanityChecker` after it in a plain scikit-learn
+    ``Pipeline`` reports real names and removes a leaking field's whole group.
+
     Attributes
     ----------
     schema_ : Schema
@@ -88,7 +97,7 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, schema=None, *, top_k=20, min_support=10, null_indicators="auto",
-                 numeric_scaling="auto", numeric_buckets=8, text_features=2 ** 12, text_stats=True,
+                 numeric_scaling="auto", numeric_buckets=8, ordinal=False, text_features=2 ** 12, text_stats=True,
                  sentiment="lexicon", text_pivot_coverage=0.9, placeholders=PLACEHOLDERS,
                  vectorizers=None, extra=None, dtype=np.float64, random_state=0):
         self.schema = schema
@@ -97,6 +106,7 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
         self.null_indicators = null_indicators
         self.numeric_scaling = numeric_scaling
         self.numeric_buckets = numeric_buckets
+        self.ordinal = ordinal
         self.text_features = text_features
         self.text_stats = text_stats
         self.sentiment = sentiment
@@ -114,7 +124,7 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
             return NumericVectorizer(self.numeric_scaling, self.numeric_buckets,
                                      null_indicator=nulls, random_state=self.random_state)
         if typ in ("binary", "categorical"):
-            return CategoricalVectorizer(self.top_k, self.min_support, nulls, ph)
+            return CategoricalVectorizer(self.top_k, self.min_support, nulls, ph, ordinal=self.ordinal)
         if typ == "text":
             return TextVectorizer(self.text_features, self.text_stats, self.sentiment,
                                   self.text_pivot_coverage, self.top_k, self.min_support, nulls, ph)
@@ -234,7 +244,29 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
                                hint=f"dropped: {self.dropped_}; check the schema")
         log.info("transmogrified %d columns into %d features (%d dropped)",
                  len(plan), sum(widths), len(self.dropped_))
-        return self._stack(blocks) if transform else None
+        return self._container(self._stack(blocks)) if transform else None
+
+    def set_output(self, *, transform=None):
+        """Output container of ``transform`` and ``fit_transform``: ``"default"`` (CSR)
+        or ``"pandas"`` (a DataFrame of sparse columns with ``attrs["lineage"]``);
+        None leaves it unchanged. Returns self."""
+        if transform is None:
+            return self
+        if transform not in ("default", "pandas"):
+            raise ConfigError(f"set_output(transform={transform!r}) is not supported",
+                              hint="use 'default' (sparse matrix) or 'pandas'")
+        # the attribute scikit-learn's clone() carries over to the copy
+        self._sklearn_output_config = {"transform": transform}
+        return self
+
+    def _container(self, Xt):
+        config = getattr(self, "_sklearn_output_config", {}).get("transform", "default")
+        if config != "pandas":
+            return Xt
+        names, columns, transforms = self.lineage_lists()
+        frame = pd.DataFrame.sparse.from_spmatrix(Xt, columns=names)
+        frame.attrs["lineage"] = {"column": list(columns), "transform": list(transforms)}
+        return frame
 
     def transform(self, X):
         """The CSR feature matrix of ``X``; same columns as at fit time."""
@@ -247,7 +279,7 @@ class Transmogrifier(TransformerMixin, BaseEstimator):
                 raise FeatureError(f"vectorizer of {key!r} made {block.shape[1]} columns at transform, "
                                    f"{width} at fit", hint="custom transformers must keep their width")
             blocks.append(block)
-        return self._stack(blocks)
+        return self._container(self._stack(blocks))
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self, "plan_")

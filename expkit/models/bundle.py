@@ -44,9 +44,21 @@ TRUSTED_TYPES = frozenset({
     "expkit.features.dates.DateVectorizer",
     "expkit.models.families.DenseTopK",
     "expkit.models.calibration.CalibratedModel",
+    "expkit.models.ensemble.EnsembleModel",
     "expkit.schema.ColumnType",
     "expkit.schema.Schema",
-    # scikit-learn and scipy internals
+    # LightGBM (a booster is its model text), XGBoost (optional)
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.XGBClassifier",
+    "xgboost.sklearn.XGBRegressor",
+    "collections.OrderedDict",
+    # scikit-learn and scipy internals (histogram boosting's categorical preprocessing
+    # holds a functools.partial of check_array; partial is trusted only with trusted functions)
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
     "scipy.sparse._csr.csr_matrix",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",

@@ -3,8 +3,8 @@
 :func:`scores_of` is how every part of expkit reads a model's output (search,
 evaluation, scoring). :class:`CalibratedModel` wraps the tournament's winner:
 the estimator is fitted once on all training rows and its scores go through
-calibrators (isotonic or sigmoid, one-vs-rest) fitted on out-of-fold scores,
-the ones the search already computed. That is what scikit-learn's
+calibrators (isotonic or sigmoid, one-vs-rest; or none) fitted on out-of-fold
+scores, the ones the search already computed. That is what scikit-learn's
 ``CalibratedClassifierCV(ensemble=False)`` does, without refitting the
 estimator once per fold, and isotonic calibration keeps the ranking of the raw
 scores, so calibration never costs AUROC.
@@ -43,8 +43,10 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     ----------
     estimator : sklearn classifier
         Fitted (a clone) on all rows passed to :meth:`fit`.
-    method : {"isotonic", "sigmoid"}
+    method : {"isotonic", "sigmoid", "none"}
         Calibration map, one per class (one-vs-rest; multiclass rows renormalised).
+        The sigmoid is fitted on the log-odds of probabilities (on decision scores of
+        models without ``predict_proba``); "none" passes probabilities through.
     cv : int
         Folds for the out-of-fold scores when :meth:`fit` is not given them.
     random_state : int
@@ -72,8 +74,8 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
             e.g. from the tournament's cross-validation; ``oof_y`` are their class codes
             (positions in the sorted classes). Without them, ``cv``-fold scores of ``X, y``.
         """
-        if self.method not in ("isotonic", "sigmoid"):
-            raise ValueError(f"method must be 'isotonic' or 'sigmoid', got {self.method!r}")
+        if self.method not in ("isotonic", "sigmoid", "none"):
+            raise ValueError(f"method must be 'isotonic', 'sigmoid' or 'none', got {self.method!r}")
         y = np.asarray(y)
         self.classes_ = np.unique(y)
         task = "binary" if len(self.classes_) == 2 else "multiclass"
@@ -81,6 +83,9 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         if oof_scores is None:
             oof_scores, oof_y = self._cross_scores(X, y, codes, task), codes
         self.estimator_ = clone(self.estimator).fit(X, y)
+        self.logit_ = hasattr(self.estimator_, "predict_proba")
+        if self.method == "none" and not self.logit_:
+            raise ValueError("method='none' needs an estimator with predict_proba")
         self.n_features_in_ = getattr(self.estimator_, "n_features_in_", None)
         self._fit_calibrators(np.asarray(oof_scores, dtype=float), np.asarray(oof_y).astype(int))
         return self
@@ -96,13 +101,16 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _fit_calibrators(self, s, codes):
         from .evaluate import _fit_calibrator
 
+        if self.method == "sigmoid":
+            s = self._input(s)
         columns = [s] if s.ndim == 1 else [s[:, j] for j in range(s.shape[1])]
         targets = [codes == 1] if s.ndim == 1 else [codes == j for j in range(s.shape[1])]
         self.calibrators_, self.priors_, self.centers_, self.scales_ = [], [], [], []
         for col, hit in zip(columns, targets):
             hit = hit.astype(int)
             both = 0 < hit.sum() < len(hit)
-            self.calibrators_.append(_fit_calibrator(self.method, col, hit) if both else None)
+            fitted = both and self.method != "none"
+            self.calibrators_.append(_fit_calibrator(self.method, col, hit) if fitted else None)
             self.priors_.append(float(hit.mean()))
             self.centers_.append(float(np.median(col)))
             self.scales_.append(float(np.std(col)) or 1.0)
@@ -111,14 +119,22 @@ class CalibratedModel(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
     def _calibrate(self, j: int, s: np.ndarray) -> np.ndarray:
         from .evaluate import _apply_calibrator
 
+        if self.method == "none":
+            return s
         cal = self.calibrators_[j]
         if cal is None:
             return np.full(len(s), self.priors_[j])
-        p = _apply_calibrator(cal, s)
+        p = _apply_calibrator(cal, self._input(s) if self.method == "sigmoid" else s)
         if self.method == "isotonic":  # strictly increasing in s: ties of the steps keep the raw order
             rank = 0.5 + np.arctan((s - self.centers_[j]) / self.scales_[j]) / np.pi
             p = (1 - TIE_BREAK) * p + TIE_BREAK * rank
         return p
+
+    def _input(self, s):
+        from .evaluate import calibration_input
+
+        # models saved before the log-odds input had their sigmoid fitted on the raw score
+        return calibration_input(s, getattr(self, "logit_", False))
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "calibrators_")

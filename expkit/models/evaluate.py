@@ -49,10 +49,23 @@ def _proba2d(scores: np.ndarray) -> np.ndarray:
     return s
 
 
+def binary_auroc(y, s) -> float:
+    """AUROC of scores ``s`` for 0/1 labels ``y`` as the Mann-Whitney statistic (ties count
+    half, as in scikit-learn's ``roc_auc_score``), without its input checks: ensemble
+    selection calls it thousands of times."""
+    y = np.asarray(y).astype(bool)
+    n_pos = int(y.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("Only one class present in y_true. ROC AUC score is not defined in that case.")
+    ranks = stats.rankdata(np.asarray(s, dtype=float))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def _auroc(y, s):
     s = np.asarray(s)
     if s.ndim == 1:
-        return skm.roc_auc_score(y, s)
+        return binary_auroc(y, s)
     return skm.roc_auc_score(y, _normalise(s), multi_class="ovr", average="macro",
                              labels=np.arange(s.shape[1]))
 
@@ -270,6 +283,20 @@ def score_buckets(task: str, y: np.ndarray, scores: np.ndarray, n: int = 10) -> 
 
 # -- calibration choice -------------------------------------------------------------
 
+#: Calibration methods a tournament chooses among ("none": the model's own probabilities).
+CALIBRATIONS = ("none", "sigmoid", "isotonic")
+
+
+def calibration_input(s: np.ndarray, is_proba: bool) -> np.ndarray:
+    """What a sigmoid calibrator is fitted on: the log-odds of probabilities (so that
+    the identity map is one of its fits), decision scores as they are."""
+    s = np.asarray(s, dtype=float)
+    if not is_proba:
+        return s
+    p = np.clip(s, _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
 def _fit_calibrator(method: str, s: np.ndarray, y: np.ndarray):
     if method == "isotonic":
         return IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(s, y)
@@ -282,8 +309,12 @@ def _apply_calibrator(cal, s: np.ndarray) -> np.ndarray:
     return cal.predict_proba(s.reshape(-1, 1))[:, 1]
 
 
-def _calibrate_columns(method, s_fit, y_fit, s_apply, k):
+def _calibrate_columns(method, s_fit, y_fit, s_apply, k, is_proba=True):
     """One-vs-rest calibration of each score column (binary: the single column)."""
+    if method == "none":
+        return s_apply if s_apply.ndim == 1 else _normalise(s_apply)
+    if method == "sigmoid":
+        s_fit, s_apply = calibration_input(s_fit, is_proba), calibration_input(s_apply, is_proba)
     if k == 2 and s_fit.ndim == 1:
         return _apply_calibrator(_fit_calibrator(method, s_fit, y_fit), s_apply)
     out = np.column_stack([
@@ -301,13 +332,16 @@ def _quality(y, p) -> dict:
 
 
 def choose_calibration(scores: np.ndarray, y: np.ndarray, n_classes: int,
-                       methods=("sigmoid", "isotonic"), is_proba: bool = True,
+                       methods=CALIBRATIONS, is_proba: bool = True,
                        seed: int = 0) -> tuple[str, np.ndarray, dict]:
     """Pick the calibration method on out-of-fold validation scores.
 
     Each method is fitted on 4/5 of the validation scores and judged on the
-    remaining fifth (5-fold), by Brier score (log loss reported too; Brier is
-    used to decide because isotonic's 0/1 outputs make log loss unstable).
+    remaining fifth (5-fold) by log loss, the proper score of probabilities
+    (Brier reported too). ``"none"`` (the scores as they are; only when they are
+    probabilities, ``is_proba``) is judged the same way and listed first, so a
+    calibrator is chosen only when it lowers the log loss: already calibrated
+    scores keep ``"none"``, and of two calibrators the worse is never picked.
 
     Returns
     -------
@@ -316,27 +350,33 @@ def choose_calibration(scores: np.ndarray, y: np.ndarray, n_classes: int,
         Cross-validated calibrated scores of the chosen method (used to pick
         the decision threshold without touching the hold-out).
     table : dict
-        ``{"uncalibrated": {...} (if is_proba), method: {"brier", "log_loss"}}``.
+        ``{method: {"brier", "log_loss"}}`` for every method judged.
     """
     s = np.asarray(scores, dtype=float)
     y = np.asarray(y).astype(int)
+    methods = [m for m in methods if is_proba or m != "none"]
+    unknown = [m for m in methods if m not in CALIBRATIONS]
+    if unknown or not methods:
+        raise ConfigError(f"calibration methods {unknown or methods} are not known",
+                          hint=f"use some of {', '.join(CALIBRATIONS)}")
     counts = np.bincount(y, minlength=n_classes)
     folds = min(5, int(counts[counts > 0].min())) if n_classes else 5
     splitter = (StratifiedKFold(max(folds, 2), shuffle=True, random_state=seed)
                 if folds >= 2 else KFold(2, shuffle=True, random_state=seed))
     table: dict = {}
-    if is_proba:
-        table["uncalibrated"] = _quality(y, s if s.ndim == 1 else _normalise(s))
     preds = {}
     for method in methods:
-        out = np.zeros_like(s if s.ndim == 2 else s, dtype=float)
+        out = np.zeros_like(s, dtype=float)
         for tr, te in splitter.split(s, y):
-            out[te] = _calibrate_columns(method, s[tr], y[tr], s[te], n_classes)
+            out[te] = _calibrate_columns(method, s[tr], y[tr], s[te], n_classes, is_proba)
         preds[method] = out
         table[method] = _quality(y, out)
-    best = min(methods, key=lambda m: table[m]["brier"])
+    best = methods[0]
+    for method in methods[1:]:  # strictly better only: the simpler method wins ties
+        if table[method]["log_loss"] < table[best]["log_loss"]:
+            best = method
     return best, preds[best], table
 
 
 __all__ = ["METRICS", "Metric", "resolve_metric", "holdout_metrics", "f1_threshold", "delong",
-           "chance_test", "score_buckets", "choose_calibration"]
+           "chance_test", "score_buckets", "choose_calibration", "CALIBRATIONS", "calibration_input"]

@@ -23,7 +23,7 @@ _MODE = ("binary", "categorical")
 
 def field_importance(predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, y: np.ndarray,
                      metric, *, fields=None, n_repeats: int = 3, max_rows: int = 2000,
-                     seed: int = 0) -> pd.DataFrame:
+                     seed: int = 0, seconds: float | None = None) -> pd.DataFrame:
     """Permutation importance of each raw field.
 
     Parameters
@@ -41,30 +41,59 @@ def field_importance(predict: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFr
         Fields to permute; default every column of ``X``.
     n_repeats, max_rows, seed
         Shuffles per field; rows used (a random subset above ``max_rows``).
+    seconds : float, optional
+        Time allowed: fewer repeats, then fewer rows, then fewer fields when the
+        full measurement would take longer (see :func:`expkit.models.budget.importance_plan`).
 
     Returns
     -------
     DataFrame
-        field, importance (mean drop), std; most important first.
+        field, importance (mean drop), std; most important first; fields not
+        measured for lack of time last, with NaN. ``attrs["plan"]`` holds the rows,
+        repeats and fields measured.
     """
+    import time
+
+    from .budget import importance_plan
+
     rng = np.random.default_rng(seed)
     y = np.asarray(y)
+    fields = list(fields or X.columns)
     if len(X) > max_rows:
         take = rng.choice(len(X), max_rows, replace=False)
         X, y = X.iloc[take], y[take]
     X = X.reset_index(drop=True)
     sign = 1.0 if metric.greater_is_better else -1.0
+    t = time.perf_counter()
     base = metric.fn(y, predict(X))
-    rows = []
-    for field in (fields or list(X.columns)):
-        drops = []
-        for _ in range(n_repeats):
-            shuffled = X.copy()
-            shuffled[field] = X[field].to_numpy()[rng.permutation(len(X))]
-            drops.append(sign * (base - metric.fn(y, predict(shuffled))))
-        rows.append({"field": field, "importance": float(np.mean(drops)), "std": float(np.std(drops))})
+    plan = {"rows": len(X), "repeats": n_repeats, "fields": len(fields)}
+    if seconds is not None:
+        took = time.perf_counter() - t
+        plan = importance_plan(seconds - took, took, len(X), len(fields), max_rows, n_repeats)
+        if plan["rows"] < len(X):
+            take = rng.choice(len(X), plan["rows"], replace=False)
+            X, y = X.iloc[take].reset_index(drop=True), y[take]
+            base = metric.fn(y, predict(X))
+    requested, n_repeats = n_repeats, plan["repeats"]
+    deadline = t + seconds if seconds is not None else float("inf")
+    measured, last = [], time.perf_counter() - t
+    for field in fields[:plan["fields"]]:
+        start = time.perf_counter()
+        if start + last > deadline:  # the plan was optimistic: stop rather than overrun
+            break
+        # the repeats' shuffles scored in one call (one pass through the pipeline)
+        shuffled = pd.concat([X] * n_repeats, ignore_index=True)
+        shuffled[field] = np.concatenate([X[field].to_numpy()[rng.permutation(len(X))] for _ in range(n_repeats)])
+        scores = predict(shuffled)
+        drops = [sign * (base - metric.fn(y, scores[i * len(X):(i + 1) * len(X)])) for i in range(n_repeats)]
+        measured.append({"field": field, "importance": float(np.mean(drops)), "std": float(np.std(drops))})
+        last = time.perf_counter() - start
+    plan["fields"] = len(measured)
+    rows = measured + [{"field": f, "importance": np.nan, "std": np.nan} for f in fields[len(measured):]]
     out = pd.DataFrame(rows, columns=["field", "importance", "std"])
-    return out.sort_values("importance", ascending=False, kind="stable").reset_index(drop=True)
+    out = out.sort_values("importance", ascending=False, kind="stable", na_position="last").reset_index(drop=True)
+    out.attrs["plan"] = dict(plan, complete=plan["fields"] == len(fields) and n_repeats == requested)
+    return out
 
 
 def _jsonable(value):

@@ -1,52 +1,117 @@
-"""The tables of a tournament: every trial, and one row per family (the leaderboard)."""
+"""The tables of a tournament: every trial, and one row per family (the leaderboard).
+
+The leaderboard is honest about the budget: a family whose trials all stopped
+before their first fold (or that never got a trial) is listed as ``"not tried
+(budget)"`` and not ranked; a family cut at the deadline (or pruned) before any
+trial finished shows its best partial cross-validation score with the folds it
+took, ranked after the families with a full score; an ensemble of the best
+configurations is a row of its own.
+"""
 from __future__ import annotations
 
 import numpy as np
 import optuna
 import pandas as pd
 
+NOT_TRIED = "not tried (budget)"
+COLUMNS = ["rank", "family", "status", "best_cv", "cv_std", "folds", "trials", "complete", "pruned",
+           "failed", "fit_time", "best_trial", "best_params"]
+
 
 def trials_frame(study) -> pd.DataFrame:
-    """One row per trial of ``study`` (enqueued trials that never started are left out)."""
+    """One row per trial of ``study`` (enqueued trials that never started are left out).
+
+    ``partial`` is the mean score over the folds done of a trial that did not finish.
+    """
     rows = []
     for t in study.trials:
         if t.state == optuna.trial.TrialState.WAITING:  # enqueued, never started
             continue
         fam = t.params.get("family")
+        steps = t.intermediate_values
         rows.append({
             "number": t.number, "family": fam, "state": t.state.name, "value": t.value,
+            "partial": steps[max(steps)] if steps and t.state != optuna.trial.TrialState.COMPLETE else None,
             "cv_std": t.user_attrs.get("cv_std"),
-            "folds_done": len(t.intermediate_values),
+            "folds_done": len(steps),
             "fit_time": t.user_attrs.get("fit_time"),
             "duration": t.duration.total_seconds() if t.duration else None,
             "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
             "params": {k.split(".", 1)[1]: v for k, v in t.params.items() if "." in k},
             "stopped": t.user_attrs.get("stopped"), "error": t.user_attrs.get("error"),
         })
-    return pd.DataFrame(rows, columns=["number", "family", "state", "value", "cv_std", "folds_done",
+    return pd.DataFrame(rows, columns=["number", "family", "state", "value", "partial", "cv_std", "folds_done",
                                        "fit_time", "duration", "datetime_start", "datetime_complete",
                                        "params", "stopped", "error"])
 
 
-def leaderboard(trials: pd.DataFrame, metric) -> pd.DataFrame:
-    """One row per family: best CV score ± std, trials, fit time, best params; best first."""
+def leaderboard(trials: pd.DataFrame, metric, families=None, n_folds=None, ensemble=None) -> pd.DataFrame:
+    """One row per family: status, best CV score ± std, folds, trials, fit time, best params.
+
+    Parameters
+    ----------
+    trials : DataFrame
+        :func:`trials_frame` of the study.
+    metric : evaluate.Metric
+    families : list of str, optional
+        Every family that competed (those without a trial get a "not tried" row).
+    n_folds : int, optional
+        Cross-validation folds (for the folds column of complete rows).
+    ensemble : dict, optional
+        ``{"score", "weights": {label: weight}, "shipped": bool}`` of the ensemble.
+
+    Returns
+    -------
+    DataFrame
+        Ranked rows first (best first; families with only partial scores after the
+        complete ones), then unranked ones (rank <NA>).
+    """
+    sign = 1.0 if metric.greater_is_better else -1.0
+    names = list(dict.fromkeys([*(families or []), *trials["family"].dropna()]))
     rows = []
-    for fam, part in trials.dropna(subset=["family"]).groupby("family", sort=False):
+    for fam in names:
+        part = trials[trials["family"] == fam]
         done = part[part["state"] == "COMPLETE"]
-        best = None
+        started = part[part["folds_done"] > 0]
+        row = {"family": fam, "trials": len(part), "complete": len(done),
+               "pruned": int((part["state"] == "PRUNED").sum()), "failed": int((part["state"] == "FAIL").sum()),
+               "fit_time": float(part["fit_time"].fillna(0).sum()), "best_cv": np.nan, "cv_std": np.nan,
+               "folds": None, "best_trial": None, "best_params": None}
         if len(done):
-            best = done.loc[done["value"].idxmax() if metric.greater_is_better else done["value"].idxmin()]
-        rows.append({"family": fam, "best_cv": best["value"] if best is not None else np.nan,
-                     "cv_std": best["cv_std"] if best is not None else np.nan,
-                     "trials": len(part), "complete": len(done),
-                     "pruned": int((part["state"] == "PRUNED").sum()),
-                     "failed": int((part["state"] == "FAIL").sum()),
-                     "fit_time": float(part["fit_time"].fillna(0).sum()),
-                     "best_trial": int(best["number"]) if best is not None else None,
-                     "best_params": best["params"] if best is not None else None})
-    board = pd.DataFrame(rows, columns=["family", "best_cv", "cv_std", "trials", "complete", "pruned",
-                                        "failed", "fit_time", "best_trial", "best_params"])
-    board = board.sort_values("best_cv", ascending=not metric.greater_is_better, na_position="last",
-                              kind="stable").reset_index(drop=True)
-    board.insert(0, "rank", np.arange(1, len(board) + 1))
-    return board
+            best = done.loc[(sign * done["value"]).idxmax()]
+            row.update(status="complete", best_cv=best["value"], cv_std=best["cv_std"], folds=n_folds,
+                       best_trial=int(best["number"]), best_params=best["params"], _order=0)
+        elif len(started):
+            best = started.loc[(sign * started["partial"].astype(float)).idxmax()]
+            how = "cut at the deadline" if best["stopped"] == "deadline" else "pruned"
+            of = f" of {n_folds}" if n_folds else ""
+            row.update(status=f"partial: {how} after {int(best['folds_done'])}{of} folds", best_cv=best["partial"],
+                       folds=int(best["folds_done"]), best_trial=int(best["number"]),
+                       best_params=best["params"], _order=1)
+        elif row["failed"]:
+            error = part["error"].dropna()
+            row.update(status="failed" + (f": {error.iloc[0]}" if len(error) else ""), _order=2)
+        else:
+            row.update(status=NOT_TRIED, _order=3)
+        rows.append(row)
+    if ensemble and ensemble.get("weights"):
+        rows.append({"family": "ensemble", "trials": 0, "complete": 1, "pruned": 0, "failed": 0,
+                     "fit_time": 0.0, "best_cv": ensemble["score"], "cv_std": np.nan, "folds": n_folds,
+                     "best_trial": None, "best_params": {"members": dict(ensemble["weights"])},
+                     "status": "ensemble (shipped)" if ensemble.get("shipped")
+                     else "ensemble (not better than the best single model)",
+                     "_order": 0 if ensemble.get("shipped") else 0.5})
+    board = pd.DataFrame(rows, columns=[*COLUMNS[1:], "_order"])
+    if board.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    board["_key"] = -sign * board["best_cv"].astype(float)
+    if ensemble and ensemble.get("weights") and not ensemble.get("shipped") and "best_single" in ensemble:
+        # a gain too small to ship it: ranked just after the model that won
+        board.loc[board["family"] == "ensemble", "_key"] = -sign * float(ensemble["best_single"])
+    board["_first"] = (board["family"] == "ensemble").astype(int)  # the ensemble ranks after a model it ties
+    board.loc[board["_order"] == 0.5, "_order"] = 0
+    board = board.sort_values(["_order", "_key", "_first"], na_position="last", kind="stable")
+    ranked = (board["_order"] <= 1).to_numpy()
+    board.insert(0, "rank", pd.array(np.where(ranked, np.cumsum(ranked), 0), dtype="Int64"))
+    board.loc[~ranked, "rank"] = pd.NA
+    return board.drop(columns=["_order", "_key", "_first"]).reset_index(drop=True)[COLUMNS]

@@ -35,7 +35,15 @@ class TournamentResult:
     score_buckets : DataFrame, share of predictions and observed rate per score bucket
     calibration : dict or None, method and Brier/log loss before and after on the hold-out
     importance : DataFrame, permutation importance per raw field (hold-out)
-    best_pipeline : sklearn Pipeline, raw DataFrame -> predictions / probabilities
+    best_pipeline : sklearn Pipeline, raw DataFrame -> predictions / probabilities (the saved
+        model: refitted on training + hold-out rows unless ``refit_full=False`` or the budget
+        had no room, see ``refit``)
+    holdout_pipeline : the model trained on the training rows only, whose hold-out scores
+        give ``metrics`` (the same object as ``best_pipeline`` when there was no full refit)
+    refit : dict, rows and which rows the saved model was trained on, and where the metrics come from
+    budget_note : str or None, "budget too small: N of M families tried; about X s would try them all"
+    ensemble : dict or None, what ensemble selection found: score, member weights, shipped or not
+    raw_filter : DataFrame or None, the raw feature filter's report (``scoring_data=``)
     schema, sampling, timings, classes, threshold, features
     """
 
@@ -70,6 +78,11 @@ class TournamentResult:
     seed: int = 0
     #: local wall-clock time the search started (comparable with trials' datetime_start)
     search_started: datetime | None = None
+    budget_note: str | None = None
+    raw_filter: pd.DataFrame | None = field(repr=False, default=None)
+    ensemble: dict | None = None
+    refit: dict | None = None
+    holdout_pipeline: object = field(repr=False, default=None)
 
     # -- derived --------------------------------------------------------------------
     @property
@@ -113,7 +126,30 @@ class TournamentResult:
             "cv_score": self.cv_score, "cv_std": self.cv_std,
             "calibration": (self.calibration or {}).get("method"),
             "baseline": self.explainer.to_dict(), "tenant": self.label,
+            "evaluation": self.evaluation(), "budget_note": self.budget_note,
+            "raw_filter": self.dropped_fields(),
         })
+
+    def evaluation(self) -> dict:
+        """Which rows the saved model was trained on, and where its metrics come from."""
+        refit = dict(self.refit or {})
+        if not refit:
+            return {}
+        out = {"trained_on": f"{refit['on']} ({refit['rows']} rows)",
+               "metrics_from": refit.get("metrics_from")}
+        if refit["on"] != "training rows":
+            out["note"] = ("metrics come from the hold-out of the model trained on the training rows only; "
+                           "the saved model was then refit on training + hold-out rows")
+        if refit.get("skipped"):
+            out["note"] = refit["skipped"]
+        return out
+
+    def dropped_fields(self) -> dict:
+        """``{field: reason}`` of the fields the raw feature filter dropped."""
+        if self.raw_filter is None or not len(self.raw_filter):
+            return {}
+        gone = self.raw_filter[self.raw_filter["dropped"]]
+        return dict(zip(gone["field"], gone["reason"]))
 
     # -- figures and saving -------------------------------------------------------------
     def figures(self) -> dict:
@@ -143,7 +179,9 @@ class TournamentResult:
                          "cv_std": self.cv_std, "holdout": self.metrics, "above_chance": self.above_chance,
                          "chance_test": self.chance_test, "calibration": self.calibration,
                          "sampling": self.sampling, "timings": self.timings, "tenant": self.label,
-                         "study_name": self.study_name})
+                         "study_name": self.study_name, "budget_note": self.budget_note,
+                         "ensemble": self.ensemble, "evaluation": self.evaluation(),
+                         "raw_filter": self.dropped_fields()})
 
     def save(self, directory) -> Path:
         """Write ``model/`` (skops + card), metrics.json, leaderboard.csv, trials.csv, figures/*.png."""
@@ -164,9 +202,10 @@ class TournamentResult:
     # -- display ---------------------------------------------------------------------
     def __repr__(self) -> str:
         name, value = self.headline
-        return (f"TournamentResult(task={self.task!r}, winner={self.winner!r}, "
+        text = (f"TournamentResult(task={self.task!r}, winner={self.winner!r}, "
                 f"cv {self.metric}={self.cv_score:.4f}, hold-out {name}={value:.4f}, "
                 f"above_chance={self.above_chance})")
+        return text + (f"\n{self.budget_note}" if self.budget_note else "")
 
     def _repr_html_(self) -> str:
         name, value = self.headline
@@ -175,7 +214,7 @@ class TournamentResult:
         colour = "#2a7d2a" if self.above_chance else "#b03030"
         metrics = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items()
                             if isinstance(v, float) and k != "n")
-        board = self.leaderboard.drop(columns=["best_params"]).head(10)
+        board = self.leaderboard.drop(columns=["best_params"]).head(12)
         calib = ""
         if self.calibration and self.calibration.get("before"):
             b, a = self.calibration["before"], self.calibration["after"]
@@ -183,6 +222,20 @@ class TournamentResult:
                      f"{b['brier']:.4f} → {a['brier']:.4f}, log loss {b['log_loss']:.4f} → "
                      f"{a['log_loss']:.4f}</p>")
         top = ", ".join(html.escape(str(f)) for f in self.importance["field"].head(5))
+        notes = ""
+        if self.budget_note:
+            notes += f"<p style='color:#b05a00'><b>{html.escape(self.budget_note)}</b></p>"
+        if self.ensemble and self.ensemble.get("shipped"):
+            members = ", ".join(f"{html.escape(k)} ({v:.2f})" for k, v in self.ensemble["weights"].items())
+            notes += f"<p><b>Ensemble</b> of {members}</p>"
+        evaluation = self.evaluation()
+        if evaluation.get("note"):
+            notes += f"<p><i>{html.escape(evaluation['note'])}</i></p>"
+        dropped = self.dropped_fields()
+        if dropped:
+            notes += ("<p><b>Raw feature filter</b> dropped: "
+                      + "; ".join(f"{html.escape(str(k))} ({html.escape(str(v))})" for k, v in dropped.items())
+                      + "</p>")
         return (f"<div><h4>Tournament{f' [{html.escape(self.label)}]' if self.label else ''}: "
                 f"{html.escape(self.task)} on <code>{html.escape(self.target)}</code></h4>"
                 f"<p><b>Winner</b>: {html.escape(self.winner)} (CV {self.metric} {self.cv_score:.4f} ± "
@@ -190,7 +243,7 @@ class TournamentResult:
                 f"<span style='color:{colour}'><b>{verdict}</b></span> "
                 f"({html.escape(str(ct.get('method')))} CI {ct.get('ci_low', float('nan')):.3f}–"
                 f"{ct.get('ci_high', float('nan')):.3f}, p={ct.get('p_value', float('nan')):.3g})</p>"
-                f"<p>{html.escape(metrics)}</p>{calib}<p><b>Top fields</b>: {top}</p>"
+                f"{notes}<p>{html.escape(metrics)}</p>{calib}<p><b>Top fields</b>: {top}</p>"
                 f"<p>{len(self.trials)} trials in {self.timings.get('search', 0):.1f}s search "
                 f"({self.sampling['search_rows']} of {self.sampling['train_rows']} training rows)</p>"
                 f"{board._repr_html_()}</div>")

@@ -1,12 +1,17 @@
 """The search engine of a tournament: one Optuna study over families and hyperparameters.
 
-:class:`Search` featurizes each cross-validation fold once (:meth:`Search.folds`;
-every trial reuses the matrices), enqueues each family's default configuration,
-then lets TPE propose configurations: ``family`` is the first choice and each
-family's parameters are conditional on it (:class:`Prefixed`). Trials report per-fold
-scores and a median pruner stops weak ones early. No fold starts when its expected
-time would cross the deadline (see :meth:`Search.fit_score`); the study stops at the
-deadline, after ``n_trials``, or when no configuration can start any more.
+:meth:`Search.folds` featurizes each cross-validation fold once and keeps every
+feature view a family needs (``"linear"`` with and without numeric buckets,
+``"tree"``); every trial reuses those matrices. :meth:`Search.fit_score` is one
+trial: one configuration fitted and scored on every fold. :meth:`Search.run`
+enqueues each family's default configuration, then lets TPE propose
+configurations: ``family`` is the first choice and each family's parameters are
+conditional on it (:class:`Prefixed`). Trials report per-fold scores and a median
+pruner stops weak ones early. No fold starts when its expected time would cross
+the deadline (see :meth:`Search.fit_score`); the study stops at the deadline,
+after ``n_trials``, or when no configuration can start any more. The deadline is
+the end of the whole call minus what the rest of it is expected to take
+(``reserve``), re-estimated after every trial.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +38,11 @@ log = logging.getLogger(__name__)
 #: Trials in a row not started because their first fold would cross the deadline
 #: after which the search ends.
 MAX_SKIPPED = 10
+#: Out-of-fold predictions kept (the best trials'), the candidates of an ensemble.
+MAX_OOF = 30
+#: Below this many search rows a linear family's default configuration has no
+#: numeric buckets (they fit noise on a few hundred rows); the search tries both.
+BUCKETS_MIN_ROWS = 3000
 
 
 class Prefixed:
@@ -55,15 +65,43 @@ class Prefixed:
         return getattr(self._trial, name)
 
 
+def view_key(family, params) -> str:
+    """The feature view a configuration learns from: ``tree``, ``linear`` or ``linear-nobuckets``."""
+    if family.view == "tree":
+        return "tree"
+    return "linear" if params.get("buckets", True) else "linear-nobuckets"
+
+
+def view_settings(key: str) -> tuple[str, bool]:
+    """(view, buckets) of a view key."""
+    return ("linear", False) if key == "linear-nobuckets" else (key, True)
+
+
 @dataclass
 class Fold:
     """One cross-validation fold, featurized once: every trial reuses its matrices."""
 
     valid: np.ndarray  # positions in the search sample
-    X_train: object
     y_train: np.ndarray
-    X_valid: object
     y_valid: np.ndarray
+    views: dict = field(default_factory=dict)  # view key -> (X_train, X_valid)
+
+    def X_train(self, key: str = "linear"):
+        return self.views[key][0]
+
+    def X_valid(self, key: str = "linear"):
+        return self.views[key][1]
+
+
+@dataclass
+class Outcome:
+    """What one configuration gave on every fold."""
+
+    scores: list
+    fit_time: float
+    oof: np.ndarray
+    refit_params: dict       # the final fit's parameters on the training rows
+    refit_params_full: dict  # ... and on training + hold-out rows
 
 
 class Search:
@@ -77,25 +115,37 @@ class Search:
         The label column's name (part of the study's name).
     task, metric, classes, schema, seed, n_jobs
         What the training step resolved for this table.
-    deadline : float
-        ``time.monotonic()`` after which no fold starts (``inf`` without a budget).
+    end : float
+        ``time.monotonic()`` at which the whole call should be over (``inf`` without a budget).
     imbalance : dict
         ``searched`` (class_weight is searched) and ``default`` (of the default configurations).
-    train_rows : int
-        Rows of the final fit (families' refit hooks scale to them).
+    rows : tuple of int
+        Rows of the final fits (training; training + hold-out): families' refit hooks scale to them.
+    reserve : callable, optional
+        ``reserve(search) -> seconds`` the rest of the call needs after the search; the
+        search's deadline is ``end`` minus it, updated after every trial.
     label : str or None
         Tenant label (in the study name and the progress bar).
     progress : bool
     """
 
-    def __init__(self, cfg, *, target, task, metric, classes, schema, seed, n_jobs, deadline, imbalance,
-                 train_rows, label=None, progress=False):
+    def __init__(self, cfg, *, target, task, metric, classes, schema, seed, n_jobs, end, imbalance,
+                 rows, reserve=None, label=None, progress=False):
         self.cfg, self.target = cfg, target
         self.task, self.metric, self.classes, self.schema = task, metric, classes, schema
-        self.seed, self.n_jobs, self.deadline = seed, n_jobs, deadline
-        self.imbalance, self._train_rows, self.label, self.progress = imbalance, train_rows, label, progress
+        self.seed, self.n_jobs, self.end = seed, n_jobs, end
+        self.imbalance, self.rows, self.label, self.progress = imbalance, rows, label, progress
+        self.reserve = reserve
+        self.deadline = end
         self.study_name = None
-        self._oof: dict[int, np.ndarray] = {}
+        self.study = None
+        self.oof: dict[int, tuple] = {}  # trial number -> (value, out-of-fold scores); see _keep_oof
+        self._oof_family: dict[int, str] = {}
+        self.featurize_seconds: list[float] = []  # per fold
+        self.fold_rows = 0  # training rows of a fold (mean)
+        self.search_rows = 0  # rows of the search sample
+        self.n_features = 0  # columns of the linear view
+        self.ran_out_of_time = False  # whether the time (not n_trials or a callback) ended the search
         self._fold_seconds: dict[str, float] = {}  # slowest fold (fit+predict) per family
         self._seconds_per_cost: dict[str, float] = {}  # the same per unit of Family.cost
         self._skipped = 0  # trials in a row not started for the deadline
@@ -103,6 +153,7 @@ class Search:
         self._have_winner = False
         self._best_value = None
 
+    # -- folds -------------------------------------------------------------------------
     def splitter(self, n_rows, ys):
         """The cross-validation splitter (``cv``: "auto", a number of folds or a splitter)."""
         cv = self.cfg.cv
@@ -119,35 +170,52 @@ class Search:
             return StratifiedKFold(k, shuffle=True, random_state=self.seed)
         return KFold(k, shuffle=True, random_state=self.seed)
 
-    def folds(self, Xs, ys) -> list[Fold]:
-        """Fit the Featurizer inside each training fold once; every trial reuses the matrices."""
+    def folds(self, Xs, ys, keys=("linear", "linear-nobuckets", "tree")) -> list[Fold]:
+        """Fit one Featurizer inside each training fold and keep the views ``keys``
+        (see :func:`view_key`); every trial reuses the matrices."""
         from ..features import Featurizer
 
         folds = []
         for tr, va in self.splitter(len(Xs), ys).split(Xs, ys):
-            feat = Featurizer(schema=self.schema, random_state=self.seed)
+            t = time.perf_counter()
+            feat = Featurizer(schema=self.schema, view="all", random_state=self.seed)
             Xa = feat.fit_transform(Xs.iloc[tr], ys[tr])
-            folds.append(Fold(va, Xa, ys[tr], feat.transform(Xs.iloc[va]), ys[va]))
+            Xv = feat.transform(Xs.iloc[va])
+            views = {key: (feat.view_output(Xa, *view_settings(key)), feat.view_output(Xv, *view_settings(key)))
+                     for key in keys}
+            folds.append(Fold(va, ys[tr], ys[va], views))
+            self.featurize_seconds.append(time.perf_counter() - t)
+        self.fold_rows = float(np.mean([len(f.y_train) for f in folds]))
+        self.search_rows = len(Xs)
+        self.n_features = folds[0].X_train(keys[0]).shape[1]
         return folds
 
-    def fit_score(self, family, params, folds, trial=None):
+    # -- one configuration -------------------------------------------------------------
+    def expected_fold_seconds(self, family, params, n_features) -> float:
+        """How long one fold of this configuration is expected to take: this family's
+        slowest fold so far per unit of its cost hint times this configuration's cost,
+        else (a family not timed yet) the slowest fold of any family."""
+        per_cost = self._seconds_per_cost.get(family.name)
+        if per_cost is not None:
+            return per_cost * family.relative_cost(params, n_features)
+        return max(self._fold_seconds.values(), default=0.0)
+
+    def fit_score(self, family, params, folds, trial=None) -> Outcome:
         """Cross-validated score of one configuration; reports per fold to ``trial``.
 
         With a ``trial``, a fold is not started when its expected duration would
         cross the deadline, once some trial has finished: a long trial is stopped
         between folds. The expected duration is the previous fold of this trial, else
-        this family's slowest fold so far per unit of its cost hint times this
-        configuration's cost (a forest of 400 trees trying every feature is not
-        expected to be as quick as the default's 200 trying a few), else (a family
-        not timed yet) the slowest fold of any family: a conservative guess, so an
-        untried heavy family does not start a long first fold just before the deadline.
+        :meth:`expected_fold_seconds` (a forest of 400 trees trying every feature is
+        not expected to be as quick as the default's 200 trying a few; an untried heavy
+        family does not start a long first fold just before the deadline).
         """
+        key = view_key(family, params)
         scores, fit_time, fitted = [], 0.0, []
         oof = np.zeros((sum(len(f.valid) for f in folds),) + ((len(self.classes),)
                                                                 if self.task == "multiclass" else ()))
-        cost = family.relative_cost(params, folds[0].X_train.shape[1])
-        per_cost = self._seconds_per_cost.get(family.name)
-        expected = per_cost * cost if per_cost is not None else max(self._fold_seconds.values(), default=0.0)
+        cost = family.relative_cost(params, folds[0].X_train(key).shape[1])
+        expected = self.expected_fold_seconds(family, params, folds[0].X_train(key).shape[1])
         for i, fold in enumerate(folds):
             now = time.monotonic()
             if trial is not None and self._have_winner and now + expected >= self.deadline:
@@ -166,8 +234,8 @@ class Search:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 warnings.filterwarnings("ignore", message=".*(did not converge|max_iter).*")
-                est.fit(fold.X_train, fold.y_train)
-            s = scores_of(est, fold.X_valid, self.task)
+                est.fit(fold.X_train(key), fold.y_train)
+            s = scores_of(est, fold.X_valid(key), self.task)
             expected = time.perf_counter() - t
             if family.refit is not None:
                 fitted.append(est)
@@ -186,11 +254,14 @@ class Search:
                 if trial.should_prune():
                     trial.set_user_attr("fit_time", fit_time)
                     raise optuna.TrialPruned()
-        final = dict(params)
+        final, full = dict(params), dict(params)
         if family.refit is not None:
-            final = family.refit(final, fitted, [len(f.y_train) for f in folds], self._train_rows)
-        return scores, fit_time, oof, final
+            rows = [len(f.y_train) for f in folds]
+            final = family.refit(dict(params), fitted, rows, self.rows[0])
+            full = family.refit(dict(params), fitted, rows, self.rows[1])
+        return Outcome(scores, fit_time, oof, final, full)
 
+    # -- the study ---------------------------------------------------------------------
     def run(self, fams, folds, fingerprint):
         """Optimize the study over ``fams`` on ``folds`` until the deadline or ``n_trials``."""
         verbosity = optuna.logging.get_verbosity()
@@ -199,6 +270,12 @@ class Search:
             return self._study(fams, folds, fingerprint)
         finally:
             optuna.logging.set_verbosity(verbosity)
+
+    def update_deadline(self) -> float:
+        """The search's deadline: the end of the call minus the expected rest (``reserve``)."""
+        if self.reserve is not None and np.isfinite(self.end):
+            self.deadline = self.end - max(float(self.reserve(self)), 0.0)
+        return self.deadline
 
     def _study(self, fams, folds, fingerprint):
         cfg = self.cfg
@@ -216,38 +293,29 @@ class Search:
                 storage=storage(cfg.storage), sampler=sampler, study_name=self.study_name,
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=len(names), n_warmup_steps=0),
                 direction=self.metric.direction, load_if_exists=True)
+        self.study = study
         finished = [t for t in study.trials if t.state.is_finished()]
         self._have_winner = any(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
-        seen = {t.params.get("family") for t in study.trials}
-        balanced = self.imbalance["searched"]
-        for fam in fams:
-            if fam.name in seen:
-                continue
-            params = {"family": fam.name, **{f"{fam.name}.{k}": v for k, v in fam.default.items()}}
-            if balanced and fam.class_weight:
-                params[f"{fam.name}.class_weight"] = self.imbalance["default"]
-            study.enqueue_trial(params, skip_if_exists=True)
+        self._enqueue_defaults(study, fams, len(folds[0].y_train) + len(folds[0].y_valid))
 
         def objective(trial):
             family = registry.get_family(trial.suggest_categorical("family", names))
-            params = family.space(Prefixed(trial, family.name))
-            if balanced and family.class_weight:
-                params["class_weight"] = trial.suggest_categorical(f"{family.name}.class_weight",
-                                                                   [None, "balanced"])
+            params = self.suggest(trial, family)
             try:
-                scores, fit_time, oof, final = self.fit_score(family, params, folds, trial)
+                out = self.fit_score(family, params, folds, trial)
             except optuna.TrialPruned:
                 raise
             except Exception as exc:  # a family failing must not end the tournament
                 trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:500])
                 raise
-            trial.set_user_attr("cv_std", float(np.std(scores)))
-            trial.set_user_attr("fold_scores", scores)
-            trial.set_user_attr("fit_time", fit_time)
-            trial.set_user_attr("refit_params", final)
-            value = float(np.mean(scores))
+            trial.set_user_attr("cv_std", float(np.std(out.scores)))
+            trial.set_user_attr("fold_scores", out.scores)
+            trial.set_user_attr("fit_time", out.fit_time)
+            trial.set_user_attr("refit_params", out.refit_params)
+            trial.set_user_attr("refit_params_full", out.refit_params_full)
+            value = float(np.mean(out.scores))
+            self._keep_oof(trial.number, value, out.oof, family.name)
             if not self._have_winner or _better(value, self._best_value, self.metric):
-                self._oof = {trial.number: oof}
                 self._best_value = value
             self._have_winner = True
             return value
@@ -256,13 +324,15 @@ class Search:
         remaining = None
         if cfg.n_trials is not None:
             remaining = max(int(cfg.n_trials) - len(finished), 0)
-        timeout = max(self.deadline - time.monotonic(), 0.0) if np.isfinite(self.deadline) else None
-        if timeout == 0.0 and not self._have_winner:
+        self.update_deadline()
+        timeout = max(self.end - time.monotonic(), 0.0) if np.isfinite(self.end) else None
+        if self.deadline <= time.monotonic() and not self._have_winner:
             log.warning("featurizing the folds used the whole budget; running one trial to get a winner")
             remaining, timeout = 1, None
         bar = _progress_bar(self.progress, remaining, self.label)
 
         def tick(study, trial):
+            self.update_deadline()
             if time.monotonic() >= self.deadline or self._out_of_time:
                 study.stop()
             if bar is not None:
@@ -280,15 +350,55 @@ class Search:
                 finally:
                     if bar is not None:
                         bar.close()
+        self.ran_out_of_time = self._out_of_time or time.monotonic() >= self.deadline
         return study
 
-    def oof_of(self, family, params, folds, best):
-        """Out-of-fold scores of trial ``best`` (refitted on the folds if it came from a
-        resumed study)."""
-        oof = self._oof.get(best.number)
-        if oof is None:  # the winner came from an earlier (resumed) run
-            _, _, oof, _ = self.fit_score(family, params, folds)
-        return oof
+    def _enqueue_defaults(self, study, fams, n_rows):
+        seen = {t.params.get("family") for t in study.trials}
+        for fam in fams:
+            if fam.name in seen:
+                continue
+            params = {"family": fam.name, **{f"{fam.name}.{k}": v for k, v in fam.default.items()}}
+            if self.imbalance["searched"] and fam.class_weight:
+                params[f"{fam.name}.class_weight"] = self.imbalance["default"]
+            if fam.view == "linear":
+                params[f"{fam.name}.buckets"] = n_rows >= BUCKETS_MIN_ROWS
+            study.enqueue_trial(params, skip_if_exists=True)
+
+    def suggest(self, trial, family) -> dict:
+        """A configuration of ``family``: its space, plus class weights on imbalanced data
+        and (linear view) whether numeric buckets are in."""
+        params = family.space(Prefixed(trial, family.name))
+        if self.imbalance["searched"] and family.class_weight:
+            params["class_weight"] = trial.suggest_categorical(f"{family.name}.class_weight",
+                                                               [None, "balanced"])
+        if family.view == "linear":
+            params["buckets"] = trial.suggest_categorical(f"{family.name}.buckets", [False, True])
+        return params
+
+    def _keep_oof(self, number, value, oof, family):
+        """Keep the out-of-fold scores of the best :data:`MAX_OOF` trials, and always each
+        family's best (an ensemble's diversity)."""
+        self.oof[number] = (value, oof)
+        self._oof_family[number] = family
+        if len(self.oof) > MAX_OOF:
+            sign = 1 if self.metric.greater_is_better else -1
+            best_of = {}
+            for n, (v, _) in self.oof.items():
+                fam = self._oof_family[n]
+                if fam not in best_of or sign * v > sign * self.oof[best_of[fam]][0]:
+                    best_of[fam] = n
+            keep = set(best_of.values())
+            worst = min((n for n in self.oof if n not in keep), key=lambda n: sign * self.oof[n][0])
+            del self.oof[worst]
+
+    def oof_of(self, family, params, folds, trial):
+        """Out-of-fold scores of a finished ``trial`` (refitted on the folds if it came from a
+        resumed study or its scores were not kept)."""
+        kept = self.oof.get(trial.number)
+        if kept is None:
+            return self.fit_score(family, params, folds).oof
+        return kept[1]
 
 
 def _better(value, best, metric) -> bool:
@@ -298,12 +408,13 @@ def _better(value, best, metric) -> bool:
 
 
 def family_params(family, trial_params) -> dict:
-    """The parameters ``family.space`` produced for a finished trial's values."""
+    """The parameters :meth:`Search.suggest` produced for a finished trial's values."""
     fixed = optuna.trial.FixedTrial(trial_params)
     params = family.space(Prefixed(fixed, family.name))
-    cw = trial_params.get(f"{family.name}.class_weight", "__absent__")
-    if cw != "__absent__":
-        params["class_weight"] = cw
+    for name in ("class_weight", "buckets"):
+        value = trial_params.get(f"{family.name}.{name}", "__absent__")
+        if value != "__absent__":
+            params[name] = value
     return params
 
 

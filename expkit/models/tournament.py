@@ -9,6 +9,7 @@ tournament of their own get a model trained on every tenant, flagged as a fallba
 from __future__ import annotations
 
 import logging
+import time
 
 import numpy as np
 import pandas as pd
@@ -58,7 +59,8 @@ class Tournament(BaseEstimator):
     def __init__(self, target=None, *, task="auto", budget=60, n_trials=None, families="auto",
                  metric="auto", cv="auto", holdout=0.2, calibrate="auto", tenant=None,
                  budget_total=None, seed=0, n_jobs=-1, storage=None, schema=None, progress=True,
-                 callbacks=None, max_search_rows=MAX_SEARCH_ROWS):
+                 callbacks=None, max_search_rows=MAX_SEARCH_ROWS, refit_full=True, ensemble=True,
+                 scoring_data=None):
         self.target = target
         self.task = task
         self.budget = budget
@@ -77,6 +79,9 @@ class Tournament(BaseEstimator):
         self.progress = progress
         self.callbacks = callbacks
         self.max_search_rows = max_search_rows
+        self.refit_full = refit_full
+        self.ensemble = ensemble
+        self.scoring_data = scoring_data
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -93,13 +98,15 @@ class Tournament(BaseEstimator):
         -------
         self
         """
+        started = time.monotonic()  # the budget counts from here: the whole call
         self._validate(y)
         df, target = self._frame(X, y)
         schema = _schema(df, target, self.schema)
+        df, report = self._raw_filter(df, schema, target)
         if self.tenant is None:
-            self.result_ = self._run(df, schema, target, budget=self.budget)
+            self.result_ = self._run(df, schema, target, budget=self.budget, started=started, raw_filter=report)
         else:
-            self.result_ = self._run_tenants(df, schema, target)
+            self.result_ = self._run_tenants(df, schema, target, report)
         self.target_ = target
         self.task_ = self.result_.task
         if self.task_ != "regression":
@@ -122,6 +129,24 @@ class Tournament(BaseEstimator):
             raise TargetError(f"y has shape {labels.shape}, X has {len(df)} rows",
                               hint="pass one label per row of X")
         return df.assign(**{target: labels}), target
+
+    def _raw_filter(self, df, schema, target):
+        """The table without the fields the raw feature filter drops (``scoring_data``), and its report."""
+        if self.scoring_data is None:
+            return df, None
+        from ..features.raw_filter import raw_feature_filter
+
+        scoring = _as_frame(self.scoring_data)
+        fields = [c for c in df.columns if c not in (target, self.tenant)]
+        report = raw_feature_filter(df[fields], scoring, schema.select(fields))
+        gone = report.loc[report["dropped"], "field"].tolist()
+        for _, row in report[report["dropped"]].iterrows():
+            log.warning("raw feature filter: dropped %r: %s", row["field"], row["reason"])
+        if len(gone) == len(fields):
+            raise ConfigError("the raw feature filter dropped every field: the scoring data differ from the "
+                              "training data in all of them", hint="check scoring_data (see the report in the "
+                              "warnings) or leave it out")
+        return df.drop(columns=gone), report
 
     def _results(self) -> list[TournamentResult]:
         r = self.result_
@@ -212,12 +237,14 @@ class Tournament(BaseEstimator):
         if self.tenant is not None and self.tenant == self.target and self.target is not None:
             raise ConfigError("tenant and target are the same column")
 
-    def _run(self, df, schema, target, *, budget, drop=(), label=None, progress=None, n_jobs=None):
+    def _run(self, df, schema, target, *, budget, drop=(), label=None, progress=None, n_jobs=None, started=None,
+             raw_filter=None):
         return Training(self, df, schema, target, budget=budget, drop=drop, label=label,
                         progress=self.progress if progress is None else progress,
-                        n_jobs=self.n_jobs if n_jobs is None else n_jobs).execute()
+                        n_jobs=self.n_jobs if n_jobs is None else n_jobs, started=started,
+                        raw_filter=raw_filter).execute()
 
-    def _run_tenants(self, df, schema, target):
+    def _run_tenants(self, df, schema, target, raw_filter=None):
         from joblib import Parallel, delayed
 
         if self.tenant not in df.columns:
@@ -242,7 +269,8 @@ class Tournament(BaseEstimator):
             part = df[df[self.tenant] == name]
             try:
                 return name, self._run(part, schema, target, budget=budget, drop=(self.tenant,), label=str(name),
-                                       progress=self.progress and outer == 1, n_jobs=inner), None
+                                       progress=self.progress and outer == 1, n_jobs=inner,
+                                       raw_filter=raw_filter), None
             except ExpkitError as exc:
                 return name, None, f"tournament failed: {exc}"
 
@@ -259,7 +287,7 @@ class Tournament(BaseEstimator):
         global_result = None
         if fallback:
             log.info("training the global model for %d fallback tenant(s)", len(fallback))
-            global_result = self._run(df, schema, target, budget=budget, label="global")
+            global_result = self._run(df, schema, target, budget=budget, label="global", raw_filter=raw_filter)
             for name in fallback:
                 results[name] = global_result
         rows = []
@@ -268,9 +296,9 @@ class Tournament(BaseEstimator):
             n = int((labelled[self.tenant] == name).sum())
             rows.append({"tenant": name, "rows": n, "winner": r.winner, "metric": r.headline[0],
                          "holdout": r.headline[1], "above_chance": r.above_chance,
-                         "fallback": name in fallback, "reason": fallback.get(name)})
+                         "fallback": name in fallback, "reason": fallback.get(name), "budget_note": r.budget_note})
         winners = pd.DataFrame(rows, columns=["tenant", "rows", "winner", "metric", "holdout",
-                                              "above_chance", "fallback", "reason"])
+                                              "above_chance", "fallback", "reason", "budget_note"])
         return TenantTournamentResult(winners=winners, results=results, global_result=global_result,
                                       tenant=self.tenant, target=target, task=task)
 
@@ -278,7 +306,7 @@ class Tournament(BaseEstimator):
 def tournament(data, target, *, task="auto", budget=60, n_trials=None, families="auto",
                metric="auto", cv="auto", holdout=0.2, calibrate="auto", tenant=None,
                budget_total=None, seed=0, n_jobs=-1, storage=None, schema=None, progress=True,
-               callbacks=None):
+               callbacks=None, refit_full=True, ensemble=True, scoring_data=None):
     """Run a time-budgeted tournament of model families and return the winner.
 
     Parameters
@@ -290,9 +318,11 @@ def tournament(data, target, *, task="auto", budget=60, n_trials=None, families=
     task : {"auto", "binary", "multiclass", "regression"}
         Detected from the target by default.
     budget : float
-        Wall-clock seconds for the search (featurizing the folds included);
-        the final refit, calibration and evaluation are timed separately.
-        With ``tenant=`` the budget is per tenant unless ``budget_total`` is given.
+        Wall-clock seconds for the whole call: featurizing, the search, the
+        ensemble, the refits, calibration, evaluation and insights (the search stops
+        early by what the rest is expected to take; insights scale down with the time
+        left). With ``tenant=`` the budget is per tenant unless ``budget_total`` is given.
+        When it did not let every family run, the result says so (``budget_note``).
     n_trials : int, optional
         Stop after this many trials in the study (counting trials resumed from
         ``storage``), whichever of budget and n_trials comes first.
@@ -325,6 +355,16 @@ def tournament(data, target, *, task="auto", budget=60, n_trials=None, families=
         Show a progress bar (a widget in notebooks).
     callbacks : list of callables, optional
         ``callback(study, trial)`` after each trial; may call ``study.stop()``.
+    refit_full : bool
+        After the hold-out evaluation, refit the winner on training + hold-out rows
+        (the saved model); its metrics are those of the training-rows model on the
+        hold-out, as the model card says. False keeps the training-rows model.
+    ensemble : bool
+        Let a greedy ensemble of the best configurations win when it is better out of fold.
+    scoring_data : DataFrame or path, optional
+        Rows the model will score: fields whose fill rate or distribution differ too
+        much from the training data are dropped before training (the raw feature
+        filter; report in ``result.raw_filter``).
 
     Returns
     -------
@@ -337,7 +377,8 @@ def tournament(data, target, *, task="auto", budget=60, n_trials=None, families=
     return Tournament(target, task=task, budget=budget, n_trials=n_trials, families=families,
                       metric=metric, cv=cv, holdout=holdout, calibrate=calibrate, tenant=tenant,
                       budget_total=budget_total, seed=seed, n_jobs=n_jobs, storage=storage,
-                      schema=schema, progress=progress, callbacks=callbacks).fit(data).result_
+                      schema=schema, progress=progress, callbacks=callbacks, refit_full=refit_full,
+                      ensemble=ensemble, scoring_data=scoring_data).fit(data).result_
 
 
 # -- helpers -----------------------------------------------------------------------

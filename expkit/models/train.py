@@ -1,35 +1,36 @@
-"""One tournament on one table: prepare, search, refit, calibrate, evaluate, explain.
+"""One tournament on one table: prepare, search, choose, refit, calibrate, evaluate, explain.
 
 :class:`Training` checks the target and detects the task, splits off a stratified
 hold-out, draws a stratified search sample when the training part is large, runs the
-:class:`~expkit.models.search.Search`, refits the winner on all training rows,
-calibrates its probabilities (isotonic or sigmoid, chosen on out-of-fold scores),
-evaluates it once on the hold-out and explains it, and returns a
+:class:`~expkit.models.search.Search`, chooses the winner (the best configuration or an
+ensemble of the best, :mod:`~expkit.models.winner`), refits it on all training rows,
+calibrates its probabilities (none, sigmoid or isotonic, chosen on out-of-fold scores),
+evaluates it once on the hold-out, refits it on training + hold-out rows (the saved
+model; ``refit_full=False`` keeps the training-rows model) and explains it with the
+time left, all within the budget (:mod:`~expkit.models.budget`); it returns a
 :class:`~expkit.models.result.TournamentResult`.
 """
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import optuna
 import pandas as pd
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.pipeline import Pipeline
 
 from ..data import fingerprint, sample, split
 from ..errors import TargetError, TournamentError
-from . import evaluate
+from . import evaluate, winner
 from . import families as registry
-from .calibration import CalibratedModel, scores_of
+from .budget import INSIGHTS_SECONDS, Plan, too_small
+from .calibration import scores_of
 from .insights import Explainer, field_importance
-from .leaderboard import leaderboard, trials_frame
+from .leaderboard import NOT_TRIED, leaderboard, trials_frame
 from .result import TournamentResult
-from .search import Search, family_params
+from .search import Search
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ MAX_SEARCH_ROWS = 20_000
 MIN_ROWS = 20
 #: Integer targets with more distinct values than this are treated as regression.
 MAX_CLASSES = 20
+#: The insights' least time: the refit on every row is skipped when it would leave less.
+MIN_INSIGHTS_SECONDS = INSIGHTS_SECONDS[0]
 #: Below this share of the rarest class, class weighting is searched.
 IMBALANCE_SHARE = 0.35
 
@@ -123,9 +126,14 @@ def codes(values: np.ndarray, classes: list) -> np.ndarray:
 
 
 class Training:
-    """One tournament on one table (one tenant); :meth:`execute` returns its result."""
+    """One tournament on one table (one tenant); :meth:`execute` returns its result.
 
-    def __init__(self, cfg, df, schema, target, *, budget, drop, label, progress, n_jobs):
+    ``started`` is the ``time.monotonic()`` at which the call began (the budget counts
+    from there); ``raw_filter`` the report of the raw feature filter, if one ran.
+    """
+
+    def __init__(self, cfg, df, schema, target, *, budget, drop, label, progress, n_jobs, started=None,
+                 raw_filter=None):
         self.cfg = cfg
         self.target = target
         self.df = df
@@ -136,116 +144,173 @@ class Training:
         self.progress = progress
         self.n_jobs = n_jobs
         self.seed = cfg.seed
+        self.started = time.monotonic() if started is None else started
+        self.raw_filter = raw_filter
         self.timings: dict[str, float] = {}
         self.search = None
 
     def execute(self) -> TournamentResult:
-        from joblib import effective_n_jobs
         from threadpoolctl import threadpool_limits
 
-        # OpenMP/BLAS threads capped at our cores: oversubscribed OpenMP
-        # (histogram boosting) is ~10x slower on a busy machine.
-        with threadpool_limits(limits=max(int(effective_n_jobs(self.n_jobs)), 1)):
+        # one OpenMP/BLAS thread per fit: OpenMP threads waiting for each other on a busy
+        # machine made histogram boosting 15-50x slower than one thread (see estimators.py)
+        with threadpool_limits(limits=1):
             return self._execute()
+
+    def _lap(self, name, since) -> float:
+        now = time.monotonic()
+        self.timings[name] = now - since
+        return now
 
     def _execute(self) -> TournamentResult:
         cfg = self.cfg
+        end = self.started + self.budget if self.budget else float("inf")
         data = prepare(self.df, self.target, cfg.task, self.drop)
         self.task = data.task
         self.metric = evaluate.resolve_metric(cfg.metric, self.task)
         classification = self.task != "regression"
         self.schema = self.schema.select(data.X.columns)
         frame = data.X.assign(**{self.target: data.y})
-        train, test = split(frame, self.target, holdout=cfg.holdout, seed=self.seed,
-                            stratify=True)
-        search = sample(train, cfg.max_search_rows, target=self.target if classification else None,
-                        seed=self.seed)
+        train, test = split(frame, self.target, holdout=cfg.holdout, seed=self.seed, stratify=True)
+        search_rows = sample(train, cfg.max_search_rows, target=self.target if classification else None,
+                             seed=self.seed)
         self.classes = data.classes
+
         def enc(s):
             return codes(s.to_numpy(), self.classes) if classification else s.to_numpy(dtype=float)
 
-        Xtr, ytr, ytr_codes = (train.drop(columns=[self.target]), train[self.target].to_numpy(),
-                               enc(train[self.target]))
-        Xte, yte_codes = test.drop(columns=[self.target]), enc(test[self.target])
-        Xs, ys = search.drop(columns=[self.target]), enc(search[self.target])
+        Xtr, ytr, ytr_codes = train.drop(columns=[self.target]), train[self.target].to_numpy(), enc(train[self.target])
+        Xte, yte, yte_codes = test.drop(columns=[self.target]), test[self.target].to_numpy(), enc(test[self.target])
+        Xs, ys = search_rows.drop(columns=[self.target]), enc(search_rows[self.target])
         self.imbalance = self._imbalance(ys)
+        refit_full = bool(getattr(cfg, "refit_full", True))
+        plan = Plan(self.budget, (len(Xtr), len(Xtr) + len(Xte)), refit_full)
 
-        t0, started = time.monotonic(), datetime.now()
-        self.deadline = t0 + self.budget if self.budget else float("inf")
-        search_engine = Search(cfg, target=self.target, task=self.task, metric=self.metric, classes=self.classes,
-                               schema=self.schema, seed=self.seed, n_jobs=self.n_jobs,
-                               deadline=self.deadline, imbalance=self.imbalance,
-                               train_rows=len(Xtr), label=self.label, progress=self.progress)
-        self.search = search_engine
-        folds = search_engine.folds(Xs, ys)
-        self.timings["prepare"] = time.monotonic() - t0
-        n_features = folds[0].X_train.shape[1]
-        density = folds[0].X_train.nnz / max(np.prod(folds[0].X_train.shape), 1) \
-            if hasattr(folds[0].X_train, "nnz") else 1.0
-        fams = registry.select(cfg.families, self.task, len(Xs), n_features, density < 0.5)
-        study = search_engine.run(fams, folds, fingerprint=fingerprint(frame))
-        self.timings["search"] = time.monotonic() - t0
+        t, started = self._lap("prepare", self.started), datetime.now()
+        search = Search(cfg, target=self.target, task=self.task, metric=self.metric, classes=self.classes,
+                        schema=self.schema, seed=self.seed, n_jobs=self.n_jobs, end=end, imbalance=self.imbalance,
+                        rows=plan.rows, reserve=plan.reserve, label=self.label, progress=self.progress)
+        self.search = search
+        folds = search.folds(Xs, ys)
+        self.timings["featurize"] = time.monotonic() - t
+        linear = folds[0].X_train("linear")
+        density = linear.nnz / max(np.prod(linear.shape), 1)
+        fams = registry.select(cfg.families, self.task, len(Xs), linear.shape[1], density < 0.5)
+        needed = {"tree"} if any(f.view == "tree" for f in fams) else set()
+        needed |= {"linear", "linear-nobuckets"} if any(f.view == "linear" for f in fams) else set()
+        for fold in folds:  # views no competing family learns from
+            fold.views = {k: v for k, v in fold.views.items() if k in needed}
+        study = search.run(fams, folds, fingerprint=fingerprint(frame))
+        t = self._lap("search", t)
 
         trials = trials_frame(study)
-        board = leaderboard(trials, self.metric)
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not done:
+        if not any(tr.state == optuna.trial.TrialState.COMPLETE for tr in study.trials):
             errors = trials["error"].dropna().unique().tolist() if "error" in trials else []
             raise TournamentError("no trial finished" + (f"; errors: {errors[:3]}" if errors else
                                                          " within the budget"),
                                   hint="raise the budget or check the families' errors")
-        best = study.best_trial
-        family = registry.get_family(best.params["family"])
-        params = family_params(family, best.params)
-        # what the final fit uses: the family's refit hook may fix what the folds learned
-        # (histogram boosting: its iterations); a study from before the hook: as searched
-        fit_params = best.user_attrs.get("refit_params", params)
+        choice = winner.choose(search, study, folds, ys, plan=plan, end=end, ensemble=getattr(cfg, "ensemble", True))
+        t = self._lap("ensemble", t)
+        board = leaderboard(trials, self.metric, families=[f.name for f in fams], n_folds=len(folds),
+                            ensemble=choice.ensemble)
+        if not search.ran_out_of_time:
+            board["status"] = board["status"].replace(NOT_TRIED, "not tried (stopped)")
+        note = self._budget_note(search, fams, board, len(folds))
 
-        # -- refit, calibrate ------------------------------------------------------
-        t = time.monotonic()
-        pipeline, calib, threshold, feat = self._refit(family, params, fit_params, folds, ys, best,
-                                                       Xtr, ytr, ytr_codes)
-        self.timings["refit"] = time.monotonic() - t
-
-        # -- evaluate once on the hold-out -------------------------------------------
-        t = time.monotonic()
+        # -- refit on the training rows, calibrate, evaluate once on the hold-out ------------
+        has_proba = winner.has_proba(choice, self.task)
+        method, calibrated_oof, table = winner.calibrate(choice, ys, task=self.task, n_classes=len(self.classes),
+                                                         setting=cfg.calibrate, has_proba=has_proba, seed=self.seed)
+        threshold = evaluate.f1_threshold(ys, calibrated_oof) if self.task == "binary" else 0.5
+        common = dict(task=self.task, schema=self.schema, seed=self.seed, n_jobs=self.n_jobs, method=method, oof_y=ys)
+        member_trials = [m.trial for m in choice.members]
+        self.timings["refit_estimate"] = sum(plan.refit_seconds(search, tr) for tr in member_trials)
+        pipeline = winner.fit(choice, Xtr, ytr, ytr_codes, **common)
+        t = self._lap("refit", t)
         scores = scores_of(pipeline, Xte, self.task)
         metrics = evaluate.holdout_metrics(self.task, yte_codes, scores, threshold=threshold)
         chance = evaluate.chance_test(self.task, yte_codes, scores, seed=self.seed)
         above = chance.pop("above_chance")
         buckets = evaluate.score_buckets(self.task, yte_codes, scores)
-        raw_scores = None
-        if calib is not None:
-            raw_fn = calib.pop("_raw_holdout", None)
-            raw_scores = raw_fn(Xte) if raw_fn is not None else None
-            calib["before"] = _prob_quality(yte_codes, raw_scores) if raw_scores is not None else None
-            calib["after"] = _prob_quality(yte_codes, scores)
-        self.timings["evaluate"] = time.monotonic() - t
+        raw = winner.raw_scores(pipeline, Xte, self.task)
+        calib = None
+        if method is not None:
+            calib = {"method": method, "validation": table, "chosen_on": "out-of-fold search scores (log loss)",
+                     "fitted_on": "out-of-fold search scores",
+                     "before": _prob_quality(yte_codes, raw) if raw is not None else None,
+                     "after": _prob_quality(yte_codes, scores)}
+        t = self._lap("evaluate", t)
 
-        t = time.monotonic()
+        # -- the saved model sees every row ---------------------------------------------------
+        production, refit = pipeline, {"rows": len(Xtr), "on": "training rows"}
+        if refit_full:  # before the insights, which take what is left
+            left = end - time.monotonic() - MIN_INSIGHTS_SECONDS
+            needed_s = sum(plan.refit_seconds(search, tr, full=True) for tr in member_trials)
+            self.timings["refit_full_estimate"] = needed_s
+            if needed_s <= left or not np.isfinite(end):
+                X_all = pd.concat([Xtr, Xte])
+                production = winner.fit(choice, X_all, np.concatenate([ytr, yte]),
+                                        np.concatenate([ytr_codes, yte_codes]), full=True, **common)
+                refit = {"rows": len(X_all), "on": "training + hold-out rows"}
+            else:
+                refit["skipped"] = (f"refit on every row skipped: about {needed_s:.1f} s needed, "
+                                    f"{max(left, 0):.1f} s left in the budget")
+                log.warning(refit["skipped"])
+        refit["metrics_from"] = f"the hold-out ({len(Xte)} rows) of the model trained on the {len(Xtr)} training rows"
+        t = self._lap("refit_full", t)
+
+        # -- insights with the time left ---------------------------------------------------------
+        seconds = None if not np.isfinite(end) else max(end - time.monotonic(), 0.0)
         importance = field_importance(lambda d: scores_of(pipeline, d, self.task), Xte, yte_codes,
-                                      self.metric, seed=self.seed)
+                                      self.metric, seed=self.seed, seconds=seconds)
         explainer = Explainer.from_frame(Xtr, self.schema.types)
-        self.timings["insights"] = time.monotonic() - t
+        self._lap("insights", t)
+        self.timings["total"] = time.monotonic() - self.started
 
         sampling = {"rows": int(len(self.df)), "dropped_missing_target": data.dropped,
                     "train_rows": int(len(train)), "holdout_rows": int(len(test)),
-                    "search_rows": int(len(search)), "sampled": bool(len(search) < len(train)),
+                    "search_rows": int(len(search_rows)), "sampled": bool(len(search_rows) < len(train)),
                     "method": "stratified" if classification else "random",
-                    "cv_folds": len(folds), "n_features": int(n_features),
-                    "families": [f.name for f in fams], "imbalance": dict(self.imbalance,
-                                                                          winner=params.get("class_weight"))}
+                    "cv_folds": len(folds), "n_features": int(linear.shape[1]),
+                    "families": [f.name for f in fams], "importance": importance.attrs.get("plan"),
+                    "imbalance": dict(self.imbalance, winner=choice.members[0].fit.get("class_weight"))}
+        full = refit["on"] != "training rows"
+
+        def fitted(m):  # the saved model's parameters
+            return m.fit_full if full else m.fit
+
+        params = (fitted(choice.members[0]) if len(choice.members) == 1 else
+                  {"members": {m.label: {"weight": w, **fitted(m)} for m, w in zip(choice.members, choice.weights)}})
+        full_frame = pd.concat([Xtr, Xte]) if full else Xtr
         return TournamentResult(
-            task=self.task, target=self.target, winner=family.name, params=fit_params,
+            task=self.task, target=self.target, winner=choice.name, params=params,
             leaderboard=board, trials=trials, metric=self.metric.name,
             direction=self.metric.direction, metrics=metrics,
-            cv_score=float(best.value), cv_std=float(best.user_attrs.get("cv_std", np.nan)),
+            cv_score=float(choice.score), cv_std=float(choice.members[0].trial.user_attrs.get("cv_std", np.nan))
+            if len(choice.members) == 1 else float("nan"),
             above_chance=above, chance_test=chance, score_buckets=buckets, calibration=calib,
-            importance=importance, best_pipeline=pipeline, schema=self.schema, sampling=sampling,
+            importance=importance, best_pipeline=production, schema=self.schema, sampling=sampling,
             timings=dict(self.timings), classes=list(self.classes), threshold=threshold,
-            explainer=explainer, features=list(feat.get_feature_names_out()),
-            holdout=(yte_codes, scores, raw_scores), train_frame=Xtr,
-            label=self.label, study_name=search_engine.study_name, seed=self.seed, search_started=started)
+            explainer=explainer, features=winner.feature_names(production),
+            holdout=(yte_codes, scores, raw), train_frame=full_frame,
+            label=self.label, study_name=search.study_name, seed=self.seed, search_started=started,
+            budget_note=note, raw_filter=self.raw_filter, ensemble=choice.ensemble, refit=refit,
+            holdout_pipeline=pipeline)
+
+    def _budget_note(self, search, fams, board, n_folds) -> str | None:
+        """The too-small-budget message, when the budget ended the search before every
+        family had a full cross-validated score."""
+        if not self.budget or not search.ran_out_of_time:
+            return None
+        rows = board.set_index("family")
+        tried = [f for f in fams if f.name in rows.index and rows.loc[f.name, "status"] == "complete"]
+        n_features = search.n_features
+        missing = sum(n_folds * search.expected_fold_seconds(f, dict(f.default), n_features)
+                      for f in fams if f not in tried)
+        note = too_small(len(tried), len(fams), self.budget, self.budget + missing)
+        if note:
+            log.warning("%s%s", f"[{self.label}] " if self.label else "", note)
+        return note
 
     def _imbalance(self, ys) -> dict:
         if self.task == "regression":
@@ -256,56 +321,6 @@ class Training:
                 "default": "balanced" if share < 0.2 else None,
                 "rule": f"class_weight searched (None or 'balanced') when the rarest class is "
                         f"< {IMBALANCE_SHARE:.0%} of rows; defaults use 'balanced' below 20%"}
-
-    def _refit(self, family, params, fit_params, folds, ys, best, Xtr, ytr, ytr_codes):
-        """Winner (``fit_params``) on all training rows; calibrated classifier; decision threshold.
-        ``params`` are the searched ones, for out-of-fold scores of a resumed study's winner."""
-        from ..features import Featurizer
-
-        feat = Featurizer(schema=self.schema, random_state=self.seed)
-        X_all = feat.fit_transform(Xtr, ytr_codes)
-        est = family.build(fit_params, self.task, self.seed, self.n_jobs)
-        method = self.cfg.calibrate
-        has_proba = hasattr(est, "predict_proba")
-        if self.task != "regression" and not method and not has_proba:
-            log.info("%s has no predict_proba; calibrating with sigmoid to get probabilities", family.name)
-            method = "sigmoid"
-        if self.task == "regression" or not method:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                est.fit(X_all, ytr if self.task != "regression" else ytr_codes)
-            threshold = 0.5
-            if self.task == "binary":
-                threshold = evaluate.f1_threshold(ys, self.search.oof_of(family, params, folds, best))
-            return Pipeline([("features", feat), ("model", est)]), None, threshold, feat
-        oof = self.search.oof_of(family, params, folds, best)
-        methods = ("sigmoid", "isotonic") if method == "auto" else (method,)
-        chosen, calibrated_oof, table = evaluate.choose_calibration(
-            oof, ys, len(self.classes), methods=methods, is_proba=has_proba, seed=self.seed)
-        # the winner is fitted once on all training rows; its calibrators are fitted on the
-        # out-of-fold scores of the search, the same ones the method was chosen on
-        model = CalibratedModel(est, method=chosen, random_state=self.seed)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(X_all, ytr, oof_scores=oof, oof_y=ys)
-        threshold = evaluate.f1_threshold(ys, calibrated_oof) if self.task == "binary" else 0.5
-        calib = {"method": chosen, "validation": table, "chosen_on": "out-of-fold search scores",
-                 "fitted_on": "out-of-fold search scores"}
-        base = model.estimator_
-        pipeline = Pipeline([("features", feat), ("model", model)])
-        if has_proba:
-            calib["_raw_holdout"] = _RawScores(feat, base, self.task)
-        return pipeline, calib, threshold, feat
-
-
-class _RawScores:
-    """Uncalibrated hold-out scores of the refitted winner, computed on demand."""
-
-    def __init__(self, feat, model, task):
-        self.feat, self.model, self.task = feat, model, task
-
-    def __call__(self, X):
-        return scores_of(self.model, self.feat.transform(X), self.task)
 
 
 def _prob_quality(y, scores) -> dict:

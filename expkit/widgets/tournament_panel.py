@@ -299,7 +299,8 @@ class TournamentPanel(WidgetFront):
         self.progress.bar_style = "success"
         stopped = " (stopped early: best so far)" if self._stop_requested.is_set() else ""
         self.status.value = (f"done in {time.monotonic() - self._started:.0f} s, "
-                             f"{len(self.trials)} trials{stopped}")
+                             f"{len(self.trials)} trials{stopped}"
+                             + "".join(f"<br><b style='color:#b05a00'>{esc(note)}</b>" for note in budget_notes(res)))
         self.leaderboard.value = ""  # the verdict holds the final leaderboard
         self.verdict.value = res._repr_html_()
         if isinstance(res, TenantTournamentResult):  # why the winners differ
@@ -311,3 +312,10 @@ class TournamentPanel(WidgetFront):
         self.figure_box.children = [W.Image(value=figure_png(f), format="png",
                                             layout=W.Layout(max_width="330px"))
                                     for f in figs.values()]
+
+
+def budget_notes(res) -> list[str]:
+    """The "budget too small" messages of a result (one per tenant that had one)."""
+    if isinstance(res, TenantTournamentResult):
+        return [f"[{name}] {r.budget_note}" for name, r in res.results.items() if r.budget_note]
+    return [res.budget_note] if res.budget_note else []

@@ -148,3 +148,20 @@ def test_runs_list_show_compare_rebuild(existing):
 def test_scoring_commands_are_registered():
     names = set(cli.commands)
     assert {"run", "runs", "promote", "models", "demo", "score", "feedback", "monitor"} <= names
+
+
+def test_run_summary_says_when_the_budget_was_too_small(runs_dir):
+    """The tournament's "budget too small" message reaches the CLI summary."""
+    result = invoke("run", FIXTURES / "short_budget.ipynb", "--runs-dir", runs_dir)
+    assert result.exit_code == 0, result.output
+    assert "all: budget too small: 1 of 6 families tried; about 45 s would try them all" in result.stderr
+
+
+def test_budget_note_is_read_from_the_run_metrics(tmp_path):
+    from expkit.cli.run import budget_note
+
+    assert budget_note({"path": None}) is None and budget_note({"path": str(tmp_path)}) is None
+    (tmp_path / "metrics.json").write_text('{"budget_note": "budget too small: 2 of 7 families tried"}')
+    assert budget_note({"path": str(tmp_path)}) == "budget too small: 2 of 7 families tried"
+    (tmp_path / "metrics.json").write_text("{not json")
+    assert budget_note({"path": str(tmp_path)}) is None

@@ -133,7 +133,9 @@ def test_featurizer_raises_when_everything_is_removed():
 def test_featurizer_without_sanity_keeps_all_and_clone_pipeline_works():
     df, y = frame()
     fz = Featurizer(SCHEMA, sanity=False).fit(df, y)
-    assert len(fz.sanity_report_) == 0 and len(fz.lineage_) == len(fz.transmogrifier_.lineage_)
+    every = fz.transmogrifier_.lineage_
+    # every column but the ordinal codes (those are the tree view's)
+    assert len(fz.sanity_report_) == 0 and len(fz.lineage_) == (every["transform"] != "ordinal").sum()
     pipe = make_pipeline(clone(Featurizer(SCHEMA, sanity=SanityChecker(max_correlation=0.9))),
                          LogisticRegression(max_iter=1000)).fit(df, y)
     assert pipe[0].sanity_.max_correlation == 0.9
@@ -172,3 +174,38 @@ def test_featurizer_on_leads_catches_a_copied_label():
 @parametrize_with_checks([SanityChecker()])
 def test_sanity_checker_passes_sklearn_checks(estimator, check):
     check(estimator)
+
+
+def test_sanity_names_and_groups_in_a_plain_pipeline():
+    """In a plain scikit-learn Pipeline with pandas output, the SanityChecker reports the
+    Transmogrifier's real feature and raw-field names, and a leaking field loses every
+    feature, also those that do not leak by themselves."""
+    from sklearn.pipeline import Pipeline
+
+    df, y = frame()
+    # "score" is the label where it is filled: its buckets and empty-field indicator leak as a
+    # one-hot group, its value (imputed where empty) does not by itself: with 8% empty, Cramér's V
+    # of the group is about sqrt(0.92) = 0.96 > 0.95, the value's correlation about 0.92 < 0.95
+    df["score"] = np.where(np.arange(len(df)) % 25 < 2, np.nan, y * 10.0)
+    schema = {**SCHEMA, "score": "numeric"}
+    pipe = Pipeline([("features", Transmogrifier(schema, text_features=32)), ("sanity", SanityChecker()),
+                     ("model", LogisticRegression(max_iter=1000))]).set_output(transform="pandas")
+    pipe.fit(df, y)
+    checker = pipe.named_steps["sanity"]
+    report = checker.report_.set_index("feature")
+    names = set(pipe.named_steps["features"].get_feature_names_out())
+    assert set(report.index) <= names and not report.index.str.match(r"x\d+$").any()
+    assert set(report.loc[report["column"] == "outcome"].index) == {n for n in names if n.startswith("outcome__")}
+    assert report.loc["score__value", "statistic"] == "group" and report.loc["score__value", "column"] == "score"
+    assert "leaking feature score__" in report.loc["score__value", "reason"]
+    kept = list(checker.get_feature_names_out())
+    assert "spend__value" in kept and not any(n.startswith(("outcome__", "score__")) for n in kept)
+    assert pipe.predict_proba(df).shape == (len(df), 2)
+    out = pipe[:-1].transform(df)
+    assert list(out.columns) == kept and out.attrs["lineage"]["column"][0] == "spend"
+    # without the lineage (a plain DataFrame) each feature is its own group: the value stays
+    plain = SanityChecker().fit(pipe[0].transform(df).sparse.to_dense().set_axis(list(pipe[0].get_feature_names_out()),
+                                                                                   axis=1), y)
+    assert "score__value" in plain.get_feature_names_out()
+    # the default output stays a sparse matrix
+    assert sp.issparse(Transmogrifier(schema, text_features=32).fit_transform(df, y))

@@ -36,6 +36,17 @@ def test_plain_pipeline_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.score(df), pipe.predict_proba(X)[:, 1])
 
 
+@pytest.mark.parametrize("family", ["lightgbm", "hist_gradient_boosting", "random_forest", "extra_trees"])
+def test_tree_view_winners_save_and_load_with_the_trusted_types(tmp_path, family):
+    """Tree families learn from a DataFrame with category codes: their files (LightGBM's
+    booster, histogram boosting's categorical preprocessing) load with the trusted list only."""
+    df = frame(200)
+    r = tournament(df, "label", n_trials=1, families=[family], n_jobs=1, progress=False, cv=3)
+    assert r.winner == family and r.best_pipeline["features"].view == "tree"
+    b = load_model(save_model(r, tmp_path / "model"))
+    np.testing.assert_allclose(b.predict_proba(df), r.best_pipeline.predict_proba(df.drop(columns="label")))
+
+
 def test_tournament_result_round_trip_and_tamper(tmp_path):
     df = frame(200)
     r = tournament(df, "label", n_trials=2, families=["logistic", "hist_gradient_boosting"],

@@ -121,15 +121,58 @@ def test_score_buckets_shares_and_rates():
     assert r["share"].sum() == pytest.approx(1.0) and "mean_observed" in r
 
 
+def _outcomes(p, seed=0):
+    return (np.random.default_rng(seed + 1).uniform(size=len(p)) < p).astype(int)
+
+
 def test_choose_calibration_fixes_miscalibrated_scores():
-    rng = np.random.default_rng(0)
-    true_p = rng.uniform(size=2000)
-    y = (rng.uniform(size=2000) < true_p).astype(int)
+    true_p = np.random.default_rng(0).uniform(size=2000)
+    y = _outcomes(true_p)
     skewed = true_p ** 3  # systematically too low
     method, calibrated, table = evaluate.choose_calibration(skewed, y, 2)
     assert method in ("sigmoid", "isotonic")
-    assert table[method]["brier"] < table["uncalibrated"]["brier"]
+    assert table[method]["log_loss"] < table["none"]["log_loss"] - 0.02
     assert calibrated.shape == y.shape
+
+
+def test_already_calibrated_scores_keep_none():
+    """Calibrating scores that are already probabilities only adds noise: "none" is kept."""
+    for seed in range(3):
+        true_p = np.random.default_rng(seed).uniform(0.02, 0.98, size=3000)
+        method, calibrated, table = evaluate.choose_calibration(true_p, _outcomes(true_p, seed), 2)
+        assert method == "none" and set(table) == {"none", "sigmoid", "isotonic"}
+        np.testing.assert_array_equal(calibrated, true_p)
+
+
+def test_the_worse_calibration_is_never_picked():
+    """The choice is the lowest out-of-fold log loss: sigmoid where isotonic overfits (few rows,
+    a smooth distortion), isotonic where the distortion is no sigmoid (a step)."""
+    rng = np.random.default_rng(0)
+    true_p = rng.uniform(size=120)
+    smooth = 1 / (1 + np.exp(-(3 * np.log(true_p / (1 - true_p)) + 1)))  # too confident, shifted
+    method, _, table = evaluate.choose_calibration(smooth, _outcomes(true_p), 2)
+    assert method == "sigmoid" and table["sigmoid"]["log_loss"] < table["isotonic"]["log_loss"]
+
+    # judged by log loss, not Brier: on 150 rows isotonic's steps reach 0 and 1 (a Brier score
+    # as good as the sigmoid's, a log loss far worse)
+    true_p = np.random.default_rng(2).uniform(size=150)
+    method, _, table = evaluate.choose_calibration(np.clip(true_p ** 2, 0.001, 0.999), _outcomes(true_p, 2), 2)
+    assert table["isotonic"]["brier"] < table["sigmoid"]["brier"]
+    assert method == "sigmoid" and table["sigmoid"]["log_loss"] < table["isotonic"]["log_loss"] - 0.05
+
+    s = rng.uniform(0.01, 0.99, size=6000)
+    plateau = np.where(s < 0.3, 0.1, np.where(s < 0.9, 0.5, 0.9))  # monotone, but no sigmoid of s
+    method, _, table = evaluate.choose_calibration(s, _outcomes(plateau), 2)
+    assert method == "isotonic" and table["isotonic"]["log_loss"] < table["sigmoid"]["log_loss"]
+
+
+def test_models_without_probabilities_are_never_left_uncalibrated():
+    rng = np.random.default_rng(0)
+    decision = rng.normal(size=500)
+    y = _outcomes(1 / (1 + np.exp(-2 * decision)))
+    method, calibrated, table = evaluate.choose_calibration(decision, y, 2, is_proba=False)
+    assert method in ("sigmoid", "isotonic") and "none" not in table
+    assert ((calibrated >= 0) & (calibrated <= 1)).all()
 
 
 def test_plots_return_figures():

@@ -107,3 +107,29 @@ def test_tenant_column_runs_one_tournament_per_tenant(leads):
     assert len(panel.studies) == 2 and "tenant 2 of 2" in boards[-1]
     assert "Per-tenant tournaments" in panel.verdict.value
     assert set(panel.figures) == {f"importance [{t}]" for t in result.results}
+
+
+def test_panel_says_when_the_budget_was_too_small(leads):
+    """A family that cannot finish its folds within the budget: the panel's status says so."""
+    import time
+
+    from sklearn.linear_model import LogisticRegression
+
+    from expkit.models import families
+    from expkit.widgets.tournament_panel import budget_notes
+
+    class Slow(LogisticRegression):
+        def fit(self, X, y, **kw):
+            time.sleep(2.0)
+            return super().fit(X, y, **kw)
+
+    families.register_family("slow_panel", lambda p, task, seed: Slow(), lambda t: {},
+                             applies=lambda task, n, p, s: task != "regression")
+    try:
+        panel = TournamentPanel(leads, target="converted", budget=5, n_jobs=1)
+        _only(panel, "logistic", "slow_panel")
+        result = panel.run(block=True)
+    finally:
+        families.unregister_family("slow_panel")
+    assert result.budget_note.startswith("budget too small: 1 of 2 families tried")
+    assert result.budget_note in panel.status.value and budget_notes(result) == [result.budget_note]
