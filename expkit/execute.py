@@ -199,11 +199,17 @@ def summary(run: Run) -> dict:
     meta = run.meta
     s = meta.get("summary") or {}
     error = meta.get("error") or {}
-    where = f"cell {error['cell']}: " if error.get("cell") is not None else ""
+    where = f"cell {error['cell']}{_prompt(error)}: " if error.get("cell") is not None else ""
     return {"run_id": run.id, "tenant": meta.get("tenant"), "status": meta.get("status"),
             "winner": s.get("winner"), "metric_name": s.get("metric_name"), "metric": s.get("metric"),
             "error": f"{where}{error['message']}" if error.get("message") else None,
             "path": str(run.dir), "report": str(run.dir / "report.html")}
+
+
+def _prompt(error: Mapping) -> str:
+    """`` (In [4])``: the execution count the report shows for the failing cell."""
+    count = error.get("execution_count")
+    return f" (In [{count}])" if count is not None else ""
 
 
 # -- many runs ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ def monitor(app, html_path, check, thresholds, notify, now, runs_dir):
     from ..monitoring import monitor as run_monitor
 
     result = run_monitor(app=app, runs_dir=runs_dir, thresholds=_parse_thresholds(thresholds), now=now)
+    click.echo(result.folder_line, err=True)
     for name, value in zip(result.kpis["kpi"], result.kpis["value"]):
         click.echo(f"{name:<34}{fmt(value, '-')}")
     if result.models.empty:

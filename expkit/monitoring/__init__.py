@@ -23,7 +23,7 @@ import pandas as pd
 from .. import runs, schedules
 from ..errors import ConfigError, RegistryError
 from ..files import read_json
-from ..paths import runs_dir as _runs_dir
+from ..paths import runs_dir_source
 from ..registry import Registry
 from ..scoring import scorelog
 from .health import _empty, _isna, _kpis, eval_auroc, evaluate, live_auroc  # noqa: F401
@@ -61,17 +61,18 @@ def monitor(app: str | None = None, runs_dir=None, thresholds: Mapping | None = 
     th = _thresholds(thresholds)
     now = schedules.parse_time(now).astimezone(timezone.utc).replace(tzinfo=None) if now is not None \
         else scorelog.utcnow()
-    root = _runs_dir(runs_dir)
+    root, why = runs_dir_source(runs_dir)
     if not (root / "index.db").exists() and not _external_db():
         result = _empty(th, now, _kpis([], pd.DataFrame(), pd.DataFrame(columns=["created", "path"]), now))
         result.schedules = _fleet(now, schedules_file, root, with_ledger=False)
-        return result
-    prod = production_models(root, app)
-    batches = scorelog.batches(app, runs_dir=root)
-    fb = scorelog.feedback(app, runs_dir=root)
-    runs = _runs(root)
-    result = evaluate(prod, batches, fb, runs, th, now, scored=lambda b: scorelog.scored_ids(b, root))
-    result.schedules = _fleet(now, schedules_file, root)
+    else:
+        prod = production_models(root, app)
+        batches = scorelog.batches(app, runs_dir=root)
+        fb = scorelog.feedback(app, runs_dir=root)
+        runs = _runs(root)
+        result = evaluate(prod, batches, fb, runs, th, now, scored=lambda b: scorelog.scored_ids(b, root))
+        result.schedules = _fleet(now, schedules_file, root)
+    result.runs_dir, result.runs_dir_source = root, why
     return result
 
 

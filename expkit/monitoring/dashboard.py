@@ -40,7 +40,8 @@ def page(result) -> str:
 
 def body(result) -> str:
     """The tables of the dashboard (what a notebook shows)."""
-    parts = ["<h2>Fleet</h2>", _table(result.kpis)]
+    parts = [f"<p><small>{html.escape(result.folder_line)}</small></p>" if result.folder_line else "",
+             "<h2>Fleet</h2>", _table(result.kpis)]
     if len(result.schedules):
         levels = result.schedules["last_status"].map({"failed": "alert", "interrupted": "warning"})
         parts += ["<h2>Schedules</h2>",

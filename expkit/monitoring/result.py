@@ -28,6 +28,14 @@ class MonitorResult:
     generated_at: datetime = field(default_factory=utcnow)
     #: One row per schedule (:func:`expkit.schedules.fleet`): last and next run, last status.
     schedules: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FLEET_COLUMNS))
+    #: Which runs folder was read, and why that one (:func:`expkit.paths.runs_dir_source`).
+    runs_dir: Path | None = None
+    runs_dir_source: str = ""
+
+    @property
+    def folder_line(self) -> str:
+        """``runs folder /x/runs (project root /x)``: where the monitor looked."""
+        return f"runs folder {self.runs_dir} ({self.runs_dir_source})" if self.runs_dir else ""
 
     @property
     def ok(self) -> bool:

@@ -85,7 +85,7 @@ def test_max_rows_keeps_the_newest(three_runs, runs_dir):
     browser = RunBrowser(runs_dir, max_rows=2)
     newest = list(browser.runs["run_id"][:2])
     assert [v for _, v in browser.select.options] == newest
-    assert "(newest 2 shown)" in browser.table.value
+    assert "(first 2 shown)" in browser.table.value
 
 
 def test_displays_as_a_widget(three_runs, runs_dir):
