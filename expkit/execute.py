@@ -26,7 +26,7 @@ import nbformat
 
 from . import _lazy
 from .errors import ConfigError, DataError, RunError, Terminated
-from .files import sha256_file, write_text
+from .files import sha256_file
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
 from .run import Run
@@ -41,8 +41,6 @@ from .templates import (
 log = logging.getLogger(__name__)
 
 KERNEL = os.environ.get("EXPKIT_KERNEL", "python3")
-_NBCONVERT_LOG = logging.getLogger(__name__ + ".nbconvert")  # quiet: warns about image alt text
-_NBCONVERT_LOG.setLevel(logging.ERROR)
 
 
 def check_runs_dir(root) -> Path:
@@ -103,27 +101,11 @@ def _running_cell(run: Run, template_nb) -> dict:
 
 
 def export_html(run: Run, error: Mapping | None = None) -> Path:
-    """Write report.html (executed notebook, code hidden); never raises.
+    """Write report.html (parameters, verdict and leaderboard first, then the executed
+    notebook with code hidden; no external scripts); never raises. See :mod:`expkit.report`."""
+    from .report import write
 
-    When the notebook cannot be rendered, the report says so and shows ``error``.
-    """
-    target = run.dir / "report.html"
-    try:
-        from nbconvert import HTMLExporter
-
-        nb = nbformat.read(str(run.dir / "notebook.ipynb"), as_version=4)
-        exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                                exclude_output_prompt=True, log=_NBCONVERT_LOG)
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": run.id}})
-    except Exception as exc:  # the report must exist even when the notebook does not
-        log.warning("run %s: could not export the notebook (%s)", run.id, exc)
-        import html
-
-        message = (error or {}).get("message", "")
-        body = (f"<html><head><title>{run.id}</title></head><body><h1>{run.id}</h1>"
-                f"<pre>{html.escape(str(message))}</pre>"
-                f"<p>The notebook could not be rendered: {html.escape(str(exc))}</p></body></html>")
-    return write_text(target, body)
+    return write(run, error)
 
 
 def _kernel_manager(log_file: Path):

@@ -3,9 +3,11 @@
 :func:`monitor` reads the registry (production models and their cards), the score
 log and the run index and returns a :class:`~expkit.monitoring.result.MonitorResult`
 with tables (``kpis``, ``models``, ``drift``, ``alerts``, ``batches``, ``scores``),
-figures and a self-contained HTML dashboard.
+their history (``history``, ``auroc_history``, ``drift_history``), figures and a
+self-contained HTML dashboard.
 
 Modules: :mod:`~expkit.monitoring.health` (the computations),
+:mod:`~expkit.monitoring.history` (the KPIs as series over time),
 :mod:`~expkit.monitoring.thresholds` (alert thresholds and table columns),
 :mod:`~expkit.monitoring.result` and :mod:`~expkit.monitoring.dashboard` (figures, HTML),
 :mod:`~expkit.monitoring.alerts` (sinks, and each alert sent once until it clears).
@@ -45,8 +47,9 @@ def monitor(app: str | None = None, runs_dir=None, thresholds: Mapping | None = 
     app : str, optional
         Only the production models of this app (KPIs on runs stay fleet-wide).
     runs_dir : str or Path, optional
-        Runs folder (default ``$EXPKIT_RUNS`` or ``./runs``). An empty or missing
-        folder gives an empty result, not an error.
+        Runs folder (default ``$EXPKIT_RUNS``, else ``runs/`` at the project root; the
+        result's ``folder_line`` says which). An empty or missing folder gives an empty
+        result, not an error.
     thresholds : dict, optional
         Overrides of :data:`DEFAULT_THRESHOLDS`.
     now : datetime or str, optional
@@ -70,7 +73,8 @@ def monitor(app: str | None = None, runs_dir=None, thresholds: Mapping | None = 
         batches = scorelog.batches(app, runs_dir=root)
         fb = scorelog.feedback(app, runs_dir=root)
         runs = _runs(root)
-        result = evaluate(prod, batches, fb, runs, th, now, scored=lambda b: scorelog.scored_ids(b, root))
+        result = evaluate(prod, batches, fb, runs, th, now, scored=lambda b: scorelog.scored_ids(b, root),
+                          versions=_versions(root, app))
         result.schedules = _fleet(now, schedules_file, root)
     result.runs_dir, result.runs_dir_source = root, why
     return result
@@ -117,6 +121,14 @@ def production_models(root: Path, app=None) -> list[dict]:
             entry["card"] = {}
         out.append(entry)
     return out
+
+
+def _versions(root: Path, app=None) -> pd.DataFrame:
+    """Every promotion in the registry (for the models-in-production series)."""
+    try:
+        return Registry(root).list(app)
+    except RegistryError:
+        return pd.DataFrame()
 
 
 def _runs(root: Path) -> pd.DataFrame:
