@@ -67,7 +67,7 @@ LIST_COLUMNS = ["run_id", "template", "tenant", "status", "created", "duration",
                 "metric_name", "metric", "path"]
 #: Comparison operators of :func:`select` (``=`` and ``==`` alike; ``~``: contains).
 OPERATORS = (">=", "<=", "!=", "==", "=", ">", "<", "~")
-_CONDITION = re.compile(r"^\s*([\w.\-]+)\s*(>=|<=|!=|==|=|>|<|~)\s*(.+?)\s*$")
+_CONDITION = re.compile(r"^\s*([\w.\-]+)\s*(>=|<=|!=|==|=|>|<|~)\s*([^<>=!~\s].*?)\s*$")
 
 
 class RunTable(pd.DataFrame):
@@ -165,19 +165,21 @@ def _loads(text) -> dict:
 
 def resolve(table: pd.DataFrame, name: str) -> str:
     """The column of ``table`` (from :func:`list` with ``fields=True``) that ``name`` means:
-    the column itself, ``params.<name>``, ``metrics.<name>``, the hold-out metric
-    ``metrics.holdout.<name>``, else the one metric or parameter whose name ends with it."""
-    columns = [str(c) for c in table.columns]
-    for candidate in (name, f"metrics.{name}", f"metrics.holdout.{name}", f"params.{name}"):
+    the column itself, ``metrics.<name>``, the hold-out metric ``metrics.holdout.<name>``,
+    ``params.<name>``, else the one metric or parameter whose name ends with it (any case)."""
+    columns = {str(c).lower(): str(c) for c in table.columns}
+    key = name.lower()
+    for candidate in (key, f"metrics.{key}", f"metrics.holdout.{key}", f"params.{key}"):
         if candidate in columns:
-            return candidate
-    ends = [c for c in columns if c.startswith(("metrics.", "params.")) and c.endswith(f".{name}")]
+            return columns[candidate]
+    ends = [c for low, c in columns.items() if low.startswith(("metrics.", "params."))
+            and low.endswith(f".{key}")]
     if len(ends) == 1:
         return ends[0]
     if ends:
         raise ConfigError(f"{name!r} is ambiguous: {', '.join(ends[:6])}",
                           hint="write the full name, e.g. " + ends[0])
-    known = sorted({c.split(".")[-1] for c in columns if c.startswith(("metrics.", "params."))}
+    known = sorted({c.split(".")[-1] for c in columns.values() if c.startswith(("metrics.", "params."))}
                    - set(LIST_COLUMNS))
     raise ConfigError(f"no column, metric or parameter named {name!r} in these runs",
                       hint=f"use one of {', '.join((LIST_COLUMNS + known)[:40])}")
@@ -242,8 +244,8 @@ def _compare(values: pd.Series, op: str, text: str, name: str) -> pd.Series:
                "=": numbers.eq, "==": numbers.eq, "!=": numbers.ne}
         return present & ops[op](float(number)).fillna(False)
     if op in (">", ">=", "<", "<="):
-        raise ConfigError(f"{name} {op} {text}: {name!r} or {text!r} is not a number",
-                          hint="compare text with =, != or ~ (contains)")
+        what = f"{text!r} is not a number" if pd.isna(number) else f"{name!r} is not a number in every run"
+        raise ConfigError(f"{name} {op} {text}: {what}", hint="compare text with =, != or ~ (contains)")
     equal = values.map(lambda v: str(v) == text)
     return present & (equal if op in ("=", "==") else ~equal)
 
