@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import nbformat
 
-from . import _lazy
+from . import _lazy, tracking
 from .errors import ConfigError, DataError, RunError, Terminated
 from .files import sha256_file
 from .paths import runs_dir as _runs_dir
@@ -126,13 +126,14 @@ def _kernel_manager(log_file: Path):
 
 def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=None,
             kind: str = "template", name: str | None = None, cwd=None,
-            kernel_name: str = KERNEL) -> dict:
+            kernel_name: str = KERNEL, mlflow: str | None = None) -> dict:
     """Execute a template (a path) once into a new run folder; returns :func:`summary`.
 
     The parameters are used as given (see :func:`resolve_params`); ``run_dir``
     (and ``tenant`` when given) are injected. Failures of the notebook end in
     a failed run, not an exception; Ctrl-C marks the run interrupted and is
-    re-raised.
+    re-raised. With an MLflow tracking URI (``mlflow``), the finished run is
+    also logged there (:mod:`expkit.tracking`).
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -173,6 +174,7 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
         export_html(run, error)
         run.finish(status, error)
         log.info("run %s: %s", run.id, status)
+    tracking.log_run_safely(run, mlflow)
     return summary(run)
 
 
@@ -182,10 +184,12 @@ def summary(run: Run) -> dict:
     s = meta.get("summary") or {}
     error = meta.get("error") or {}
     where = f"cell {error['cell']}{_prompt(error)}: " if error.get("cell") is not None else ""
+    mlflow = meta.get("mlflow") or {}
     return {"run_id": run.id, "tenant": meta.get("tenant"), "status": meta.get("status"),
             "winner": s.get("winner"), "metric_name": s.get("metric_name"), "metric": s.get("metric"),
             "error": f"{where}{error['message']}" if error.get("message") else None,
-            "path": str(run.dir), "report": str(run.dir / "report.html")}
+            "path": str(run.dir), "report": str(run.dir / "report.html"),
+            "mlflow": mlflow.get("run_id") or (f"not logged: {mlflow['error']}" if mlflow.get("error") else None)}
 
 
 def _prompt(error: Mapping) -> str:
@@ -202,7 +206,7 @@ def _job(job: dict) -> dict:
         log.exception("tenant %s could not run", job.get("tenant"))
         return {"run_id": None, "tenant": job.get("tenant"), "status": "failed", "winner": None,
                 "metric_name": None, "metric": None, "error": f"{type(exc).__name__}: {exc}", "path": None,
-                "report": None}
+                "report": None, "mlflow": None}
 
 
 def map_jobs(fn: Callable[[dict], dict], jobs: Sequence[dict], workers: int = 1,
@@ -233,7 +237,8 @@ def map_jobs(fn: Callable[[dict], dict], jobs: Sequence[dict], workers: int = 1,
 def run_template(template, *, strings: Mapping[str, str] | None = None,
                  values: Mapping[str, Any] | None = None, tenants: Iterable | None = None,
                  workers: int = 1, runs_dir=None, templates_dir=None, kernel_name: str = KERNEL,
-                 on_done: Callable[[dict], None] | None = None, kind: str = "template") -> list[dict]:
+                 on_done: Callable[[dict], None] | None = None, kind: str = "template",
+                 mlflow: str | None = None) -> list[dict]:
     """Validate the inputs, then run a template once per tenant.
 
     Parameters
@@ -248,6 +253,9 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
         Runs executed at once, one kernel each.
     kind : str
         Recorded in run.json and the index (``"schedule"`` for runs a schedule started).
+    mlflow : str, optional
+        Also log each run to this MLflow tracking URI (default ``$MLFLOW_TRACKING_URI``;
+        needs the ``mlflow`` extra). See :mod:`expkit.tracking`.
 
     Returns
     -------
@@ -272,9 +280,12 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
         if tenant is not None:
             safe_name(tenant, "tenant")
     root = check_runs_dir(runs_dir)
+    mlflow = tracking.tracking_uri(mlflow)
+    tracking.check(mlflow)
     name = path.stem
     jobs = [{"template": str(path), "params": params, "tenant": t, "runs_dir": str(root),
-             "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name, "kind": kind} for t in tenants]
+             "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name, "kind": kind,
+             "mlflow": mlflow} for t in tenants]
     return map_jobs(_job, jobs, workers, on_done)
 
 

@@ -28,7 +28,9 @@ def _print_results(results: list[dict]) -> int:
 
 def _done_line(result: dict) -> str:
     state = result["status"] if result["status"] == "succeeded" else f"{result['status']} ({result['error']})"
-    return f"[{result['tenant'] or 'all'}] {state}: {result['report'] or '-'}"
+    note = result.get("mlflow")
+    mlflow = "" if not note else f" (MLflow {'' if note.startswith('not logged') else 'run '}{note})"
+    return f"[{result['tenant'] or 'all'}] {state}: {result['report'] or '-'}{mlflow}"
 
 
 def _run_watched(template, runs_dir, templates_dir, interval, **kwargs) -> list[dict]:
@@ -46,6 +48,9 @@ def _run_watched(template, runs_dir, templates_dir, interval, **kwargs) -> list[
                             on_done=lambda r: watcher.echo(_done_line(r)), **kwargs)
 
 
+mlflow_option = click.option("--mlflow", "mlflow", default=None, metavar="URI",
+                             help="Also log each run to this MLflow tracking URI (default "
+                                  "$MLFLOW_TRACKING_URI; needs pip install -e '.[mlflow]').")
 progress_option = click.option("--progress-every", "interval", type=click.FloatRange(0.5), default=10.0,
                                show_default=True, metavar="SECONDS",
                                help="Seconds between progress lines of a run when not on a terminal.")
@@ -85,9 +90,10 @@ def _tenant_list(tenant, tenants, tenants_from) -> list | None:
 @click.option("--templates-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of templates (default ./templates, then the bundled ones).")
 @progress_option
+@mlflow_option
 @runs_dir_option
 def run(template, params, params_file, tenant, tenants, tenants_from, workers, templates_dir, interval,
-        runs_dir):
+        mlflow, runs_dir):
     """Execute TEMPLATE (a name or an .ipynb) with papermill, one run per tenant.
 
     While the runs work, a line per tenant says which notebook.ipynb is being written,
@@ -100,7 +106,8 @@ def run(template, params, params_file, tenant, tenants, tenants_from, workers, t
         strings[name] = value
     values = _read_params_file(params_file) if params_file else {}
     results = _run_watched(template, runs_dir, templates_dir, interval, strings=strings, values=values,
-                           tenants=_tenant_list(tenant, tenants, tenants_from), workers=workers)
+                           tenants=_tenant_list(tenant, tenants, tenants_from), workers=workers,
+                           mlflow=mlflow)
     return _print_results(results)
 
 
@@ -129,8 +136,9 @@ def _read_params_file(path) -> dict:
               help="Demo leads rows (all tenants).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True)
 @progress_option
+@mlflow_option
 @runs_dir_option
-def demo(n_tenants, budget, rows, workers, interval, runs_dir):
+def demo(n_tenants, budget, rows, workers, interval, mlflow, runs_dir):
     """Run the tournament template on the bundled demo leads, one run per tenant."""
     from ..datasets import leads
 
@@ -139,7 +147,7 @@ def demo(n_tenants, budget, rows, workers, interval, runs_dir):
                f"budget {budget}s each, {workers} at a time ...", err=True)
     results = _run_watched("tournament", runs_dir, None, interval,
                            values={"budget": budget, "n_rows": rows, "n_tenants": n_tenants},
-                           tenants=tenants, workers=workers)
+                           tenants=tenants, workers=workers, mlflow=mlflow)
     code = _print_results(results)
     click.echo("\nreports:")
     for r in results:
