@@ -156,7 +156,7 @@ class Explorer(WidgetFront):
             "<span style='width:190px'>column</span><span style='width:130px'>type</span>"
             "<span style='width:70px'>filled</span><span style='width:70px'>distinct</span>"
             f"<span style='width:90px' title=\"{_ASSOCIATION_HELP}\">"
-            "vs target &#9432;</span><span>warnings</span></div>")
+            "<span style='border-bottom:1px dotted'>vs target</span></span><span>warnings</span></div>")
         self.rows = []
         for i in range(self.page_size):
             name = W.Button(layout=W.Layout(width="185px"), tooltip="show this column")
