@@ -34,8 +34,9 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(BIN)/ruff check expkit tests benchmarks
 
+# the project root is the server's root (so runs/ reports open from the RunBrowser); it opens notebooks/
 lab: $(VENV)/.dev
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/jupyter lab --ServerApp.root_dir=$(CURDIR) --LabApp.default_url=/lab/tree/notebooks
 
 bench: $(VENV)/.bench
 	$(BIN)/python benchmarks/features.py

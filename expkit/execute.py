@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import nbformat
 
-from . import _lazy, db
+from . import _lazy, db, tracking
 from .errors import ConfigError, DataError, ExpkitError, RunError, Terminated, WriteError
 from .files import sha256_file, write_text
 from .paths import runs_dir as _runs_dir
@@ -44,8 +44,6 @@ from .templates import (
 log = logging.getLogger(__name__)
 
 KERNEL = os.environ.get("EXPKIT_KERNEL", "python3")
-_NBCONVERT_LOG = logging.getLogger(__name__ + ".nbconvert")  # quiet: warns about image alt text
-_NBCONVERT_LOG.setLevel(logging.ERROR)
 
 
 def check_runs_dir(root) -> Path:
@@ -148,28 +146,15 @@ def _running_cell(run: Run, template_nb) -> dict:
 
 
 def export_html(run: Run, error: Mapping | None = None) -> Path:
-    """Write report.html (executed notebook, code hidden).
+    """Write report.html (parameters, verdict and leaderboard first, then the executed
+    notebook with code hidden; no external scripts). See :mod:`expkit.report`.
 
     When the notebook cannot be rendered, the report says so and shows ``error``;
     only writing the file can fail (:class:`~expkit.errors.WriteError`).
     """
-    target = run.dir / "report.html"
-    try:
-        from nbconvert import HTMLExporter
+    from .report import write
 
-        nb = nbformat.read(str(run.dir / "notebook.ipynb"), as_version=4)
-        exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                                exclude_output_prompt=True, log=_NBCONVERT_LOG)
-        body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": run.id}})
-    except Exception as exc:  # the report must exist even when the notebook does not
-        log.warning("run %s: could not export the notebook (%s)", run.id, exc)
-        import html
-
-        message = (error or {}).get("message", "")
-        body = (f"<html><head><title>{run.id}</title></head><body><h1>{run.id}</h1>"
-                f"<pre>{html.escape(str(message))}</pre>"
-                f"<p>The notebook could not be rendered: {html.escape(str(exc))}</p></body></html>")
-    return write_text(target, body)
+    return write(run, error)
 
 
 def _kernel_manager(log_file: Path):
@@ -190,13 +175,14 @@ def _kernel_manager(log_file: Path):
 
 def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=None,
             kind: str = "template", name: str | None = None, cwd=None,
-            kernel_name: str = KERNEL) -> dict:
+            kernel_name: str = KERNEL, mlflow: str | None = None) -> dict:
     """Execute a template (a path) once into a new run folder; returns :func:`summary`.
 
     The parameters are used as given (see :func:`resolve_params`); ``run_dir``
     (and ``tenant`` when given) are injected. Failures of the notebook end in
     a failed run, not an exception; Ctrl-C marks the run interrupted and is
-    re-raised.
+    re-raised. With an MLflow tracking URI (``mlflow``), the finished run is
+    also logged there (:mod:`expkit.tracking`).
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -247,6 +233,7 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
             log.warning("run %s: %s", run.id, exc)
         run.finish(status, error)
         log.info("run %s: %s", run.id, status)
+    tracking.log_run_safely(run, mlflow)
     return summary(run)
 
 
@@ -255,12 +242,20 @@ def summary(run: Run) -> dict:
     meta = run.meta
     s = meta.get("summary") or {}
     error = meta.get("error") or {}
-    where = f"cell {error['cell']}: " if error.get("cell") is not None else ""
+    where = f"cell {error['cell']}{_prompt(error)}: " if error.get("cell") is not None else ""
     report = run.dir / "report.html"
+    mlflow = meta.get("mlflow") or {}
     return {"run_id": run.id, "tenant": meta.get("tenant"), "status": meta.get("status"),
             "winner": s.get("winner"), "metric_name": s.get("metric_name"), "metric": s.get("metric"),
             "error": f"{where}{error['message']}" if error.get("message") else None,
-            "path": str(run.dir), "report": str(report) if report.is_file() else None}
+            "path": str(run.dir), "report": str(report) if report.is_file() else None,
+            "mlflow": mlflow.get("run_id") or (f"not logged: {mlflow['error']}" if mlflow.get("error") else None)}
+
+
+def _prompt(error: Mapping) -> str:
+    """`` (In [4])``: the execution count the report shows for the failing cell."""
+    count = error.get("execution_count")
+    return f" (In [{count}])" if count is not None else ""
 
 
 # -- many runs ---------------------------------------------------------------------------
@@ -273,7 +268,7 @@ def _job(job: dict) -> dict:
         else:
             log.exception("tenant %s could not run", job.get("tenant"))
         return {"run_id": None, "tenant": job.get("tenant"), "status": "failed", "winner": None,
-                "metric_name": None, "metric": None, "path": None, "report": None,
+                "metric_name": None, "metric": None, "path": None, "report": None, "mlflow": None,
                 "error": str(exc) if isinstance(exc, ExpkitError) else f"{type(exc).__name__}: {exc}"}
 
 
@@ -305,7 +300,8 @@ def map_jobs(fn: Callable[[dict], dict], jobs: Sequence[dict], workers: int = 1,
 def run_template(template, *, strings: Mapping[str, str] | None = None,
                  values: Mapping[str, Any] | None = None, tenants: Iterable | None = None,
                  workers: int = 1, runs_dir=None, templates_dir=None, kernel_name: str = KERNEL,
-                 on_done: Callable[[dict], None] | None = None, kind: str = "template") -> list[dict]:
+                 on_done: Callable[[dict], None] | None = None, kind: str = "template",
+                 mlflow: str | None = None) -> list[dict]:
     """Validate the inputs, then run a template once per tenant.
 
     Parameters
@@ -320,6 +316,9 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
         Runs executed at once, one kernel each.
     kind : str
         Recorded in run.json and the index (``"schedule"`` for runs a schedule started).
+    mlflow : str, optional
+        Also log each run to this MLflow tracking URI (default ``$MLFLOW_TRACKING_URI``;
+        needs the ``mlflow`` extra). See :mod:`expkit.tracking`.
 
     Returns
     -------
@@ -346,9 +345,12 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
     safe_name(path.stem, "template")
     root = check_runs_dir(runs_dir)
     sweep(root)  # what killed runs left behind: temporary files, runs still marked running
+    mlflow = tracking.tracking_uri(mlflow)
+    tracking.check(mlflow)
     name = path.stem
     jobs = [{"template": str(path), "params": params, "tenant": t, "runs_dir": str(root),
-             "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name, "kind": kind} for t in tenants]
+             "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name, "kind": kind,
+             "mlflow": mlflow} for t in tenants]
     return map_jobs(_job, jobs, workers, on_done)
 
 

@@ -19,7 +19,8 @@ TABLE_CSS = (
     "var(--jp-border-color2,#ddd);text-align:left}"
     ".expkit-table th{font-weight:600}.expkit-table td.num{text-align:right}"
     ".expkit-table tr.diff td,.expkit-table tr.warning td{background:var(--jp-warn-color3,#fff3cd)}"
-    ".expkit-table tr.alert td{background:var(--jp-error-color3,#f8d7da)}</style>"
+    ".expkit-table tr.alert td{background:var(--jp-error-color3,#f8d7da)}"
+    ".expkit-table td.best{font-weight:700;background:var(--jp-success-color3,#e6f4ea)}</style>"
 )
 
 
@@ -65,12 +66,13 @@ def _is_number(value) -> bool:
 
 def html_table(records: Sequence[Mapping] | Iterable, columns: Sequence | None = None, *,
                row_classes: Sequence[str | None] | None = None, escape: bool = True,
-               header: Sequence[str] | None = None) -> str:
+               header: Sequence[str] | None = None, best: Mapping[str, str] | None = None) -> str:
     """An HTML table of ``records`` (dicts, or a DataFrame) with :func:`fmt` cells.
 
     ``row_classes`` gives each row a CSS class (``alert``, ``warning``, ``diff``);
     ``escape=False`` takes cells (and ``header`` labels) that are already HTML;
-    ``header`` labels the columns (default: their names).
+    ``header`` labels the columns (default: their names); ``best`` maps columns to
+    ``"max"`` or ``"min"``: the best number of each is shown in bold (class ``best``).
     """
     if hasattr(records, "to_dict"):  # a DataFrame
         columns = list(columns or records.columns)
@@ -80,6 +82,11 @@ def html_table(records: Sequence[Mapping] | Iterable, columns: Sequence | None =
     if not records and header is None:
         return "<p><i>none</i></p>"
     labels = header if header is not None else [html.escape(str(c)) for c in columns]
+    top = {}
+    for c, how in (best or {}).items():
+        values = [r.get(c) for r in records if _is_number(r.get(c)) and not missing(r.get(c))]
+        if values:
+            top[c] = max(values) if how == "max" else min(values)
     head = "".join(f"<th>{h}</th>" for h in labels)
     body = []
     for i, rec in enumerate(records):
@@ -88,7 +95,11 @@ def html_table(records: Sequence[Mapping] | Iterable, columns: Sequence | None =
             v = rec.get(c)
             text = fmt(v) if escape or not isinstance(v, str) else v
             text = html.escape(text) if escape else text
-            cells.append(f"<td class='num'>{text}</td>" if _is_number(v) else f"<td>{text}</td>")
+            if _is_number(v):
+                winner = c in top and not missing(v) and v == top[c]
+                cells.append(f"<td class='num{' best' if winner else ''}'>{text}</td>")
+            else:
+                cells.append(f"<td>{text}</td>")
         cls = row_classes[i] if row_classes else None
         body.append((f"<tr class='{cls}'>" if cls else "<tr>") + "".join(cells) + "</tr>")
     return f"{TABLE_CSS}<table class='expkit-table'><tr>{head}</tr>{''.join(body)}</table>"

@@ -8,9 +8,11 @@ root and a notebook in ``notebooks/`` read and write the same runs.
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 from .errors import ConfigError
 
@@ -35,11 +37,71 @@ def project_root(start=None) -> Path | None:
 def runs_dir(path=None) -> Path:
     """The runs folder: ``path``, else ``$EXPKIT_RUNS``, else ``<project root>/runs``,
     else ``./runs`` (absolute; not created here)."""
-    chosen = path or os.environ.get("EXPKIT_RUNS")
-    if not chosen:
+    return runs_dir_source(path)[0]
+
+
+def runs_dir_source(path=None) -> tuple[Path, str]:
+    """The runs folder (see :func:`runs_dir`) and why it is that one, in words
+    ("given", "$EXPKIT_RUNS", "project root /x", "working folder: no project root above it")."""
+    if path:
+        chosen, why = path, "given"
+    elif os.environ.get("EXPKIT_RUNS"):
+        chosen, why = os.environ["EXPKIT_RUNS"], "$EXPKIT_RUNS"
+    else:
         root = project_root()
-        chosen = (root / "runs") if root is not None else "runs"
-    return Path(chosen).expanduser().absolute()
+        chosen, why = ((root / "runs"), f"project root {root}") if root is not None else \
+            ("runs", "working folder: no project root above it")
+    return Path(chosen).expanduser().absolute(), why
+
+
+def describe_runs_dir(path=None) -> str:
+    """One line saying which runs folder is read and why, e.g.
+    ``runs folder /work/proj/runs (project root /work/proj)``: what every front end shows."""
+    folder, why = runs_dir_source(path)
+    return f"runs folder {folder} ({why})"
+
+
+def href(path) -> str:
+    """A link to the local file ``path`` that opens where it is shown.
+
+    In a kernel of a Jupyter server (JupyterLab, Notebook) whose root folder holds
+    ``path``, the server's ``files/`` URL: it opens in a browser tab from JupyterLab
+    and from any browser pointed at that server. Elsewhere (a page opened from disk,
+    a file outside the server's root) a ``file://`` URI, which a plain browser opens.
+    """
+    path = Path(path).expanduser().absolute()
+    server = jupyter_server()
+    if server is not None:
+        root = Path(server["root_dir"]).absolute()
+        if path.is_relative_to(root):
+            base = "/" + server.get("base_url", "/").strip("/")
+            return f"{base.rstrip('/')}/files/{quote(path.relative_to(root).as_posix())}"
+    return path.as_uri()
+
+
+def jupyter_server() -> dict | None:
+    """The running Jupyter server that started this kernel (its server-info record:
+    ``root_dir``, ``base_url``, ...), or None outside a Jupyter server's kernel.
+
+    Kernels know their server's process id (``$JPY_PARENT_PID``, set by jupyter_client);
+    servers list themselves in Jupyter's runtime folder (``list_running_servers``).
+    """
+    parent = os.environ.get("JPY_PARENT_PID")
+    if not parent:
+        return None
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    return _server_info(parent, jupyter_runtime_dir())
+
+
+@functools.lru_cache(maxsize=4)
+def _server_info(parent: str, runtime_dir: str) -> dict | None:
+    try:
+        from jupyter_server.serverapp import list_running_servers
+    except ImportError:  # a kernel without jupyter_server next to it
+        return None
+    return next((info for info in list_running_servers(runtime_dir)
+                 if str(info.get("pid")) == parent), None)
 
 
 def db_url(runs=None) -> str:

@@ -7,6 +7,7 @@ from the folders. ``expkit.runs.list()`` is what notebooks and the CLI call.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import datetime as dt
 import json
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
-from sqlalchemy import delete, select
+from sqlalchemy import delete
+from sqlalchemy import select as select_rows
 
 from . import _lazy, db
 from .errors import ConfigError, ExpkitError, RunError
 from .files import clean_stale
-from .paths import runs_dir
+from .formatting import missing
+from .paths import runs_dir, runs_dir_source
 from .run import (  # noqa: F401
     FINAL,
     HEADLINE,
@@ -67,11 +70,38 @@ def _since(value) -> str | None:
 
 LIST_COLUMNS = ["run_id", "template", "tenant", "status", "created", "duration", "winner",
                 "metric_name", "metric", "path"]
+#: Comparison operators of :func:`select` (``=`` and ``==`` alike; ``~``: contains).
+OPERATORS = (">=", "<=", "!=", "==", "=", ">", "<", "~")
+_CONDITION = re.compile(r"^\s*([\w.\-]+)\s*(>=|<=|!=|==|=|>|<|~)\s*([^<>=!~\s].*?)\s*$")
+
+
+class RunTable(pd.DataFrame):
+    """What :func:`list` returns: a DataFrame of runs that says which runs folder it read
+    (``runs_dir``; shown above the table in notebooks and in ``repr``)."""
+
+    _metadata = ["runs_dir", "runs_dir_source"]
+
+    @property
+    def _constructor(self):
+        return RunTable
+
+    def folder_line(self) -> str:
+        """``runs folder /x/runs (project root /x)``: where these runs come from."""
+        return f"runs folder {getattr(self, 'runs_dir', '?')} ({getattr(self, 'runs_dir_source', '?')})"
+
+    def __repr__(self) -> str:
+        return f"{self.folder_line()}\n{super().__repr__()}"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        return f"<p><small>{html.escape(self.folder_line())}</small></p>{super()._repr_html_()}"
 
 
 def list(template: str | None = None, tenant: str | None = None, status: str | None = None,  # noqa: A001
-         since=None, runs_dir=None) -> pd.DataFrame:
-    """The runs in the index, newest first, as a DataFrame.
+         since=None, runs_dir=None, *, where: str | None = None, sort: str | None = None,
+         fields: bool = False) -> RunTable:
+    """The runs in the index, newest first, as a DataFrame (a :class:`RunTable`).
 
     Parameters
     ----------
@@ -80,14 +110,22 @@ def list(template: str | None = None, tenant: str | None = None, status: str | N
     since : str or datetime, optional
         Keep runs created since a date/time (ISO) or an age such as ``"12h"``, ``"7d"``.
     runs_dir : str or Path, optional
-        The runs folder (see :func:`runs_dir`).
+        The runs folder (see :func:`runs_dir`); the table's ``runs_dir`` says which one was read.
+    where : str, optional
+        Conditions on metrics, parameters and columns joined by ``and``, e.g.
+        ``"auroc > 0.8 and budget >= 30"`` (see :func:`select`).
+    sort : str, optional
+        A column, metric or parameter to sort by, e.g. ``"auroc desc"`` (see :func:`select`).
+    fields : bool, default False
+        Add every parameter (``params.<name>``) and metric (``metrics.<name>``, nested
+        names joined by dots) as a column.
     """
     if status is not None and status not in STATUSES:
         raise ConfigError(f"unknown status {status!r}", hint=f"use one of {', '.join(STATUSES)}")
     root = _runs_dir(runs_dir)
     if not root.is_dir():
-        return pd.DataFrame(columns=LIST_COLUMNS)
-    query = select(RunRecord).order_by(RunRecord.created.desc(), RunRecord.run_id.desc())
+        return _table([], LIST_COLUMNS, runs_dir)
+    query = select_rows(RunRecord).order_by(RunRecord.created.desc(), RunRecord.run_id.desc())
     with db.session(root) as s:
         rows = s.scalars(query).all()
     stale = [r.run_id for r in rows if r.status in ("created", "running") and not alive(r.pid, r.host)]
@@ -101,7 +139,120 @@ def list(template: str | None = None, tenant: str | None = None, status: str | N
     rows = [r for r in rows
             if (template is None or r.template == template) and (tenant is None or r.tenant == tenant)
             and (status is None or r.status == status) and (cut is None or r.created >= cut)]
-    return pd.DataFrame([{c: getattr(r, c) for c in LIST_COLUMNS} for r in rows], columns=LIST_COLUMNS)
+    records = [{c: getattr(r, c) for c in LIST_COLUMNS} for r in rows]
+    columns = list_columns = builtins.list(LIST_COLUMNS)
+    if fields or where or sort:
+        for rec, r in zip(records, rows):
+            rec.update({f"params.{k}": v for k, v in flatten(_loads(r.params)).items()})
+            rec.update({f"metrics.{k}": v for k, v in _loads(r.metrics).items()})
+        extra = sorted({k for rec in records for k in rec} - set(list_columns))
+        columns = list_columns + extra
+    table = _table(records, columns, runs_dir)
+    table = select(table, where=where, sort=sort)
+    if not fields:
+        table = table[[c for c in table.columns if not c.startswith(("params.", "metrics."))]]
+    return table
+
+
+def _table(records, columns, runs_dir) -> RunTable:
+    table = RunTable(records, columns=columns)
+    table.runs_dir, table.runs_dir_source = runs_dir_source(runs_dir)
+    return table
+
+
+def _loads(text) -> dict:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def resolve(table: pd.DataFrame, name: str) -> str:
+    """The column of ``table`` (from :func:`list` with ``fields=True``) that ``name`` means:
+    the column itself, ``metrics.<name>``, the hold-out metric ``metrics.holdout.<name>``,
+    ``params.<name>``, else the one metric or parameter whose name ends with it (any case)."""
+    columns = {str(c).lower(): str(c) for c in table.columns}
+    key = name.lower()
+    for candidate in (key, f"metrics.{key}", f"metrics.holdout.{key}", f"params.{key}"):
+        if candidate in columns:
+            return columns[candidate]
+    ends = [c for low, c in columns.items() if low.startswith(("metrics.", "params."))
+            and low.endswith(f".{key}")]
+    if len(ends) == 1:
+        return ends[0]
+    if ends:
+        raise ConfigError(f"{name!r} is ambiguous: {', '.join(ends[:6])}",
+                          hint="write the full name, e.g. " + ends[0])
+    known = sorted({c.split(".")[-1] for c in columns.values() if c.startswith(("metrics.", "params."))}
+                   - set(LIST_COLUMNS))
+    raise ConfigError(f"no column, metric or parameter named {name!r} in these runs",
+                      hint=f"use one of {', '.join((LIST_COLUMNS + known)[:40])}")
+
+
+def select(table: pd.DataFrame, where: str | None = None, sort: str | None = None) -> pd.DataFrame:
+    """Rows of ``table`` (from :func:`list` with ``fields=True``) that meet ``where``, sorted.
+
+    Parameters
+    ----------
+    where : str, optional
+        Conditions joined by ``and``: ``NAME OP VALUE`` with OP one of
+        ``> >= < <= = == != ~`` (``~``: contains, ignoring case). NAME is a column,
+        a metric or a parameter (see :func:`resolve`); ``auroc`` means the hold-out AUROC.
+        Numbers compare as numbers; runs without the value are left out.
+    sort : str, optional
+        NAME, optionally followed by ``asc`` or ``desc`` (or prefixed by ``-`` for
+        descending); runs without the value come last.
+
+    The columns named are moved next to the standard ones, under the name written.
+    """
+    shown = []
+    if where and where.strip():
+        mask = pd.Series(True, index=table.index)
+        for part in re.split(r"\s+and\s+", where.strip(), flags=re.IGNORECASE):
+            match = _CONDITION.match(part)
+            if not match:
+                raise ConfigError(f"cannot read the condition {part!r}",
+                                  hint="write NAME OP VALUE, e.g. auroc > 0.8 and tenant = acme "
+                                       f"(OP: {' '.join(OPERATORS)})")
+            name, op, value = match.groups()
+            column = resolve(table, name)
+            mask &= _compare(table[column], op, value.strip("'\""), name)
+            shown.append((name, column))
+        table = table[mask]
+    if sort and sort.strip():
+        text = sort.strip()
+        descending = text.startswith("-") or text.lower().endswith(" desc")
+        name = re.sub(r"\s+(asc|desc)$", "", text.lstrip("-"), flags=re.IGNORECASE).strip()
+        column = resolve(table, name)
+        key = pd.to_numeric(table[column], errors="coerce")
+        if key.notna().sum() < table[column].notna().sum():  # not numbers: sort as text
+            key = table[column].map(lambda v: None if v is None else str(v))
+        table = table.assign(_key=key.values).sort_values("_key", ascending=not descending,
+                                                          na_position="last", kind="stable")
+        table = table.drop(columns="_key")
+        shown.append((name, column))
+    for name, column in shown:
+        if name not in table.columns:
+            table = table.assign(**{name: table[column]})
+    return table
+
+
+def _compare(values: pd.Series, op: str, text: str, name: str) -> pd.Series:
+    number = pd.to_numeric(pd.Series([text]), errors="coerce").iloc[0]
+    present = values.map(lambda v: not missing(v))
+    if op == "~":
+        return present & values.map(lambda v: text.lower() in str(v).lower())
+    numbers = pd.to_numeric(values, errors="coerce")
+    if not pd.isna(number) and (numbers.notna() | ~present).all():
+        ops = {">": numbers.gt, ">=": numbers.ge, "<": numbers.lt, "<=": numbers.le,
+               "=": numbers.eq, "==": numbers.eq, "!=": numbers.ne}
+        return present & ops[op](float(number)).fillna(False)
+    if op in (">", ">=", "<", "<="):
+        what = f"{text!r} is not a number" if pd.isna(number) else f"{name!r} is not a number in every run"
+        raise ConfigError(f"{name} {op} {text}: {what}", hint="compare text with =, != or ~ (contains)")
+    equal = values.map(lambda v: str(v) == text)
+    return present & (equal if op in ("=", "==") else ~equal)
 
 
 def show(run_id: str, runs_dir=None) -> dict:
@@ -136,6 +287,31 @@ def compare(run_ids: Iterable[str], runs_dir=None) -> pd.DataFrame:
     frame["differs"] = [len({json.dumps(v, default=str) for v in row}) > 1
                         for row in frame[[r.id for r in runs]].itertuples(index=False)]
     return frame
+
+
+#: The hold-out rows a tournament run saves for comparisons (label ``y`` as 0/1 for binary
+#: tasks, calibrated ``score``), read by :func:`holdout_scores`.
+HOLDOUT_FILE = "holdout.csv"
+
+
+def holdout_scores(run_ids: Iterable[str], runs_dir=None) -> dict:
+    """``{label: DataFrame[y, score]}`` of the runs that saved binary hold-out scores
+    (:data:`HOLDOUT_FILE`); the label names the run by tenant (or template) and id."""
+    out = {}
+    for run_id in run_ids:
+        run = get(run_id, runs_dir)
+        path = run.dir / HOLDOUT_FILE
+        if not path.is_file():
+            continue
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError) as exc:
+            log.warning("run %s: cannot read %s (%s)", run.id, HOLDOUT_FILE, exc)
+            continue
+        if {"y", "score"} <= set(frame.columns) and frame["y"].nunique() == 2:
+            meta = run.meta
+            out[f"{meta.get('tenant') or meta.get('template')} {run.id[-6:]}"] = frame[["y", "score"]]
+    return out
 
 
 @dataclass

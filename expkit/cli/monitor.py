@@ -27,6 +27,7 @@ def monitor(app, html_path, check, thresholds, notify, now, runs_dir):
     if html_path:
         check_writable(html_path)  # said now, not after the monitor has run
     result = run_monitor(app=app, runs_dir=runs_dir, thresholds=_parse_thresholds(thresholds), now=now)
+    click.echo(result.folder_line, err=True)
     for name, value in zip(result.kpis["kpi"], result.kpis["value"]):
         click.echo(f"{name:<34}{fmt(value, '-')}")
     if result.models.empty:

@@ -45,9 +45,34 @@ def budget_note(result: dict) -> str | None:
     return note if isinstance(note, str) else None
 
 
-def _on_done(result: dict) -> None:
+def _done_line(result: dict) -> str:
     state = result["status"] if result["status"] == "succeeded" else f"{result['status']} ({result['error']})"
-    click.echo(f"[{result['tenant'] or 'all'}] {state}: {result['report'] or '-'}", err=True)
+    note = result.get("mlflow")
+    mlflow = "" if not note else f" (MLflow {'' if note.startswith('not logged') else 'run '}{note})"
+    return f"[{result['tenant'] or 'all'}] {state}: {result['report'] or '-'}{mlflow}"
+
+
+def _run_watched(template, runs_dir, templates_dir, interval, **kwargs) -> list[dict]:
+    """run_template with the runs folder named first and live progress lines per tenant."""
+    from ..execute import run_template
+    from ..paths import runs_dir_source
+    from ..templates import find_template
+    from ..watch import Watcher
+
+    name = find_template(template, templates_dir).stem
+    root, why = runs_dir_source(runs_dir)
+    click.echo(f"runs folder {root} ({why})", err=True)
+    with Watcher(root, name, lambda text: click.echo(text, err=True), interval=interval) as watcher:
+        return run_template(template, runs_dir=runs_dir, templates_dir=templates_dir,
+                            on_done=lambda r: watcher.echo(_done_line(r)), **kwargs)
+
+
+mlflow_option = click.option("--mlflow", "mlflow", default=None, metavar="URI",
+                             help="Also log each run to this MLflow tracking URI (default "
+                                  "$MLFLOW_TRACKING_URI; needs pip install -e '.[mlflow]').")
+progress_option = click.option("--progress-every", "interval", type=click.FloatRange(0.5), default=10.0,
+                               show_default=True, metavar="SECONDS",
+                               help="Seconds between progress lines of a run when not on a terminal.")
 
 
 def _tenant_list(tenant, tenants, tenants_from) -> list | None:
@@ -83,20 +108,25 @@ def _tenant_list(tenant, tenants, tenants_from) -> list | None:
               help="Runs executed at once (one kernel each).")
 @click.option("--templates-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of templates (default ./templates, then the bundled ones).")
+@progress_option
+@mlflow_option
 @runs_dir_option
-def run(template, params, params_file, tenant, tenants, tenants_from, workers, templates_dir, runs_dir):
-    """Execute TEMPLATE (a name or an .ipynb) with papermill, one run per tenant."""
-    from ..execute import run_template
+def run(template, params, params_file, tenant, tenants, tenants_from, workers, templates_dir, interval,
+        mlflow, runs_dir):
+    """Execute TEMPLATE (a name or an .ipynb) with papermill, one run per tenant.
 
+    While the runs work, a line per tenant says which notebook.ipynb is being written,
+    then the time spent of the budget, the trials finished and the best score so far
+    (read from the run's study.log)."""
     strings = {}
     for name, value in params:
         if name in strings:
             raise ConfigError(f"parameter {name!r} is given twice")
         strings[name] = value
     values = _read_params_file(params_file) if params_file else {}
-    results = run_template(template, strings=strings, values=values,
+    results = _run_watched(template, runs_dir, templates_dir, interval, strings=strings, values=values,
                            tenants=_tenant_list(tenant, tenants, tenants_from), workers=workers,
-                           runs_dir=runs_dir, templates_dir=templates_dir, on_done=_on_done)
+                           mlflow=mlflow)
     return _print_results(results)
 
 
@@ -124,17 +154,19 @@ def _read_params_file(path) -> dict:
 @click.option("--rows", type=click.IntRange(200), default=3000, show_default=True,
               help="Demo leads rows (all tenants).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True)
+@progress_option
+@mlflow_option
 @runs_dir_option
-def demo(n_tenants, budget, rows, workers, runs_dir):
+def demo(n_tenants, budget, rows, workers, interval, mlflow, runs_dir):
     """Run the tournament template on the bundled demo leads, one run per tenant."""
     from ..datasets import leads
-    from ..execute import run_template
 
     tenants = sorted(leads(n_rows=rows, n_tenants=n_tenants, seed=0)["tenant"].astype(str).unique())
     click.echo(f"tournament template on {rows} demo leads, tenants {', '.join(tenants)}, "
                f"budget {budget}s each, {workers} at a time ...", err=True)
-    results = run_template("tournament", values={"budget": budget, "n_rows": rows, "n_tenants": n_tenants},
-                           tenants=tenants, workers=workers, runs_dir=runs_dir, on_done=_on_done)
+    results = _run_watched("tournament", runs_dir, None, interval,
+                           values={"budget": budget, "n_rows": rows, "n_tenants": n_tenants},
+                           tenants=tenants, workers=workers, mlflow=mlflow)
     code = _print_results(results)
     click.echo("\nreports:")
     for r in results:

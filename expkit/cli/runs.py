@@ -20,22 +20,29 @@ def runs():
 @click.option("--status", default=None,
               type=click.Choice(["created", "running", "succeeded", "failed", "interrupted"]))
 @click.option("--since", default=None, help="Only runs created since a date (2024-05-01) or an age (12h, 7d).")
+@click.option("--where", default=None, metavar="CONDITIONS",
+              help="Conditions on metrics and parameters, e.g. \"auroc > 0.8 and budget >= 30\".")
+@click.option("--sort", default=None, metavar="NAME [asc|desc]",
+              help="Sort by a column, metric or parameter, e.g. \"auroc desc\" (default: newest first).")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
 @runs_dir_option
-def runs_list(template, tenant, status, since, limit, runs_dir):
-    """The runs, newest first."""
+def runs_list(template, tenant, status, since, where, sort, limit, runs_dir):
+    """The runs, newest first (or as --sort says)."""
     from .. import runs as runs_mod
 
-    table = runs_mod.list(template=template, tenant=tenant, status=status, since=since, runs_dir=runs_dir)
+    table = runs_mod.list(template=template, tenant=tenant, status=status, since=since, runs_dir=runs_dir,
+                          where=where, sort=sort)
+    click.echo(table.folder_line(), err=True)
     if table.empty:
         click.echo("no runs")
         return
+    extra = [c for c in table.columns if c not in runs_mod.LIST_COLUMNS]  # named in --where/--sort
     rows = table.head(limit).to_dict("records")
     for r in rows:
         r["created"] = (r["created"] or "")[:19].replace("T", " ")
-        r["metric"] = f"{r['metric_name']} {r['metric']:.4f}" if _show(r["metric"]) != "-" else None
+        r["metric"] = f"{r['metric_name']} {fmt(r['metric'])}" if _show(r["metric"]) != "-" else None
     click.echo(text_table(rows, ["run_id", "status", "template", "tenant", "created", "duration",
-                             "winner", "metric"]))
+                             "winner", "metric", *extra]))
     if len(table) > limit:
         click.echo(f"... {len(table) - limit} more (use --limit)")
 
@@ -79,16 +86,19 @@ def runs_show(run_id, as_json, runs_dir):
 @click.option("--diff", "only_diff", is_flag=True, help="Show only the rows that differ.")
 @runs_dir_option
 def runs_compare(run_ids, only_diff, runs_dir):
-    """Parameters and metrics of RUN_IDS side by side; '*' marks differences."""
+    """Parameters and metrics of RUN_IDS side by side: what differs first ('*'), then
+    what they share."""
     from .. import runs as runs_mod
 
     frame = runs_mod.compare(run_ids, runs_dir)
     ids = [c for c in frame.columns if c != "differs"]
-    rows = []
-    for name, row in frame.iterrows():
-        if only_diff and not row["differs"]:
-            continue
-        rows.append({"": "*" if row["differs"] else "", "field": name, **{i: row[i] for i in ids}})
+    differ, same = frame[frame["differs"]], frame[~frame["differs"]]
+    rows = [{"": "*", "field": name, **{i: row[i] for i in ids}} for name, row in differ.iterrows()]
+    click.echo(f"{len(differ)} of {len(frame)} fields differ" + ("" if only_diff or not len(same) else
+                                                                 f"; the {len(same)} shared follow"))
+    if not only_diff and len(same):
+        rows.append({"": "", "field": "", **dict.fromkeys(ids, "")})
+        rows += [{"": "", "field": name, **{i: row[i] for i in ids}} for name, row in same.iterrows()]
     click.echo(text_table(rows, ["", "field", *ids]))
 
 

@@ -3,9 +3,11 @@
 :func:`monitor` reads the registry (production models and their cards), the score
 log and the run index and returns a :class:`~expkit.monitoring.result.MonitorResult`
 with tables (``kpis``, ``models``, ``drift``, ``alerts``, ``batches``, ``scores``),
-figures and a self-contained HTML dashboard.
+their history (``history``, ``auroc_history``, ``drift_history``), figures and a
+self-contained HTML dashboard.
 
 Modules: :mod:`~expkit.monitoring.health` (the computations),
+:mod:`~expkit.monitoring.history` (the KPIs as series over time),
 :mod:`~expkit.monitoring.thresholds` (alert thresholds and table columns),
 :mod:`~expkit.monitoring.result` and :mod:`~expkit.monitoring.dashboard` (figures, HTML),
 :mod:`~expkit.monitoring.alerts` (sinks, and each alert sent once until it clears).
@@ -23,7 +25,7 @@ import pandas as pd
 from .. import runs, schedules
 from ..errors import ConfigError, RegistryError
 from ..files import read_json
-from ..paths import runs_dir as _runs_dir
+from ..paths import runs_dir_source
 from ..registry import Registry
 from ..scoring import scorelog
 from .health import _empty, _isna, _kpis, eval_auroc, evaluate, live_auroc  # noqa: F401
@@ -45,8 +47,9 @@ def monitor(app: str | None = None, runs_dir=None, thresholds: Mapping | None = 
     app : str, optional
         Only the production models of this app (KPIs on runs stay fleet-wide).
     runs_dir : str or Path, optional
-        Runs folder (default ``$EXPKIT_RUNS`` or ``./runs``). An empty or missing
-        folder gives an empty result, not an error.
+        Runs folder (default ``$EXPKIT_RUNS``, else ``runs/`` at the project root; the
+        result's ``folder_line`` says which). An empty or missing folder gives an empty
+        result, not an error.
     thresholds : dict, optional
         Overrides of :data:`DEFAULT_THRESHOLDS`.
     now : datetime or str, optional
@@ -61,17 +64,19 @@ def monitor(app: str | None = None, runs_dir=None, thresholds: Mapping | None = 
     th = _thresholds(thresholds)
     now = schedules.parse_time(now).astimezone(timezone.utc).replace(tzinfo=None) if now is not None \
         else scorelog.utcnow()
-    root = _runs_dir(runs_dir)
+    root, why = runs_dir_source(runs_dir)
     if not (root / "index.db").exists() and not _external_db():
         result = _empty(th, now, _kpis([], pd.DataFrame(), pd.DataFrame(columns=["created", "path"]), now))
         result.schedules = _fleet(now, schedules_file, root, with_ledger=False)
-        return result
-    prod = production_models(root, app)
-    batches = scorelog.batches(app, runs_dir=root)
-    fb = scorelog.feedback(app, runs_dir=root)
-    runs = _runs(root)
-    result = evaluate(prod, batches, fb, runs, th, now, scored=lambda b: scorelog.scored_ids(b, root))
-    result.schedules = _fleet(now, schedules_file, root)
+    else:
+        prod = production_models(root, app)
+        batches = scorelog.batches(app, runs_dir=root)
+        fb = scorelog.feedback(app, runs_dir=root)
+        runs = _runs(root)
+        result = evaluate(prod, batches, fb, runs, th, now, scored=lambda b: scorelog.scored_ids(b, root),
+                          versions=_versions(root, app))
+        result.schedules = _fleet(now, schedules_file, root)
+    result.runs_dir, result.runs_dir_source = root, why
     return result
 
 
@@ -116,6 +121,14 @@ def production_models(root: Path, app=None) -> list[dict]:
             entry["card"] = {}
         out.append(entry)
     return out
+
+
+def _versions(root: Path, app=None) -> pd.DataFrame:
+    """Every promotion in the registry (for the models-in-production series)."""
+    try:
+        return Registry(root).list(app)
+    except RegistryError:
+        return pd.DataFrame()
 
 
 def _runs(root: Path) -> pd.DataFrame:

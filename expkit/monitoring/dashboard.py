@@ -14,9 +14,16 @@ from .thresholds import SCORE_FIELD  # noqa: F401  (figures label the score's ro
 
 
 def figures(result) -> dict:
-    """``{name: Figure}`` of a :class:`~expkit.monitoring.result.MonitorResult`."""
+    """``{name: Figure}`` of a :class:`~expkit.monitoring.result.MonitorResult`: the KPIs
+    over time always; the per-model figures once a model is in production."""
+    figs = {"kpis_over_time": _fig_kpi_history(result.history)}
+    if result.models.empty:
+        return figs
     return {
+        **figs,
         "scores_over_time": _fig_scores_over_time(result.batches),
+        "live_auroc_over_time": _fig_auroc_history(result.auroc_history, result.models),
+        "psi_over_time": _fig_drift_history(result.drift_history, result.thresholds),
         "score_distributions": _fig_score_distributions(result.scores),
         "drift": _fig_drift(result.drift),
         "auroc": _fig_auroc(result.models),
@@ -24,27 +31,30 @@ def figures(result) -> dict:
 
 
 def page(result) -> str:
-    """The whole dashboard as one self-contained HTML page (figures as embedded PNG)."""
+    """The whole dashboard as one self-contained HTML page (figures as embedded PNG, no
+    external scripts or styles; wide tables scroll inside the page, which reads at 1,280 px)."""
     parts = [f"<h1>expkit monitor</h1><p>generated {result.generated_at:%Y-%m-%d %H:%M} UTC</p>"]
     parts.append(body(result))
-    if not result.models.empty:
-        for name, fig in figures(result).items():
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-            data = base64.b64encode(buf.getvalue()).decode("ascii")
-            parts.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>"
-                         f'<img alt="{name}" src="data:image/png;base64,{data}">')
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>expkit monitor</title>"
-            f"<style>{_CSS}</style></head><body>" + "".join(parts) + "</body></html>")
+    for name, fig in figures(result).items():
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        data = base64.b64encode(buf.getvalue()).decode("ascii")
+        parts.append(f"<h3>{html.escape(name.replace('_', ' '))}</h3>"
+                     f'<img alt="{name}" src="data:image/png;base64,{data}">')
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'><title>expkit monitor</title>"
+            f"<style>{_CSS}</style></head><body><main>" + "".join(parts) + "</main></body></html>")
 
 
 def body(result) -> str:
     """The tables of the dashboard (what a notebook shows)."""
-    parts = ["<h2>Fleet</h2>", _table(result.kpis)]
+    parts = [f"<p><small>{html.escape(result.folder_line)}</small></p>" if result.folder_line else "",
+             "<h2>Fleet</h2>", _table(result.kpis)]
     if len(result.schedules):
         levels = result.schedules["last_status"].map({"failed": "alert", "interrupted": "warning"})
         parts += ["<h2>Schedules</h2>",
-                  html_table(result.schedules, row_classes=[v if isinstance(v, str) else None for v in levels])]
+                  "<div class='scroll'>" + html_table(result.schedules, row_classes=[
+                      v if isinstance(v, str) else None for v in levels]) + "</div>"]
     if result.models.empty:
         parts.append("<p><b>No production models yet.</b> Promote a run's model with "
                      "<code>expkit promote</code>, then score with <code>expkit score</code>.</p>")
@@ -65,7 +75,7 @@ def _table(df: pd.DataFrame, level_col: str | None = None) -> str:
     classes = None
     if level_col and len(df):
         classes = [v if v in ("alert", "warning") else None for v in df[level_col]]
-    return html_table(df, row_classes=classes)
+    return f"<div class='scroll'>{html_table(df, row_classes=classes)}</div>"
 
 
 # -- figures (matplotlib, no pyplot state kept) ------------------------------------------
@@ -143,8 +153,11 @@ def _fig_drift(d: pd.DataFrame):
     ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=8)
     ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=8)
     for (i, j), v in np.ndenumerate(values):
-        if np.isfinite(v):
-            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7)
+        if np.isfinite(v):  # light text on dark cells, dark text on light ones
+            r, g, b, _a = im.cmap(im.norm(v))
+            dark = 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.5
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black")
     fig.colorbar(im, ax=ax, label="PSI")
     ax.set_title("Drift per field (PSI vs training)")
     fig.tight_layout()
@@ -170,8 +183,69 @@ def _fig_auroc(models: pd.DataFrame):
     return fig
 
 
+def _fig_kpi_history(history: pd.DataFrame):
+    names = ["scores per day", "experiments per day", "models in production"]
+    fig = _new_figure(11, 2.8)
+    axes = fig.subplots(1, len(names), squeeze=False)[0]
+    for ax, name in zip(axes, names):
+        part = history[history["kpi"] == name] if len(history) else history
+        if len(part):
+            days = pd.to_datetime(part["day"])
+            values = part["value"].astype(float).to_numpy()
+            if name == "models in production":
+                ax.step(days, values, where="post", color="#08519c")
+            else:
+                ax.bar(days, values, width=0.8, color="#9ecae1")
+        ax.set_title(name, fontsize=10)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.tick_params(axis="y", labelsize=8)
+        ax.set_ylim(bottom=0)
+    fig.suptitle(f"The fleet over the last {len(history) // len(names) if len(history) else 0} days")
+    fig.tight_layout()
+    return fig
+
+
+def _fig_auroc_history(history: pd.DataFrame, models: pd.DataFrame):
+    fig = _new_figure(8, 3.2)
+    ax = fig.add_subplot()
+    if history.empty:
+        return _nothing(fig, ax, "no live AUROC yet: load outcomes with `expkit feedback`")
+    for (app, tenant, version), part in history.groupby(["app", "tenant", "version"], dropna=False, sort=False):
+        label = _label(app, None if pd.isna(tenant) else tenant, version)
+        line, = ax.plot(pd.to_datetime(part["day"]), part["live_auroc"], marker="o", label=f"{label} live")
+        ev = part["eval_auroc"].iloc[0]
+        if np.isfinite(ev):
+            ax.axhline(ev, color=line.get_color(), ls="--", lw=1)
+    ax.axhline(0.5, color="grey", ls=":", lw=1)
+    ax.set_ylim(0.4, 1)
+    ax.set_ylabel("AUROC (dashed: evaluation)")
+    ax.set_title("Live AUROC per day of scoring")
+    ax.legend(fontsize=7, loc="lower left")
+    fig.autofmt_xdate()
+    return fig
+
+
+def _fig_drift_history(history: pd.DataFrame, thresholds):
+    fig = _new_figure(8, 3.2)
+    ax = fig.add_subplot()
+    if history.empty:
+        return _nothing(fig, ax, "no drift measured yet (score a batch first)")
+    top = history.groupby("field")["psi"].max().sort_values(ascending=False).index[:6]
+    for field, part in history[history["field"].isin(top)].groupby("field", sort=False):
+        part = part.sort_values("finished_at")
+        ax.plot(pd.to_datetime(part["finished_at"]), part["psi"], marker="o", ms=3, label=field)
+    ax.axhline(thresholds["psi_warning"], color="#e69500", ls="--", lw=1, label="warning")
+    ax.axhline(thresholds["psi_alert"], color="#b03030", ls="--", lw=1, label="alert")
+    ax.set_ylabel("PSI vs training")
+    ax.set_title("Drift per batch (the most drifted fields)")
+    ax.legend(fontsize=7, loc="upper left", ncols=2)
+    fig.autofmt_xdate()
+    return fig
+
+
 # -- HTML helpers ---------------------------------------------------------------------------
 _CSS = """body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}
+main{max-width:1180px;margin:0 auto}.scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:13px}
 th,td{border:1px solid #ddd;padding:3px 8px;text-align:left}th{background:#f3f3f3}
 tr.alert td{background:#fdd}tr.warning td{background:#fff3cd}img{max-width:100%}"""

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .. import drift
 from ..scoring import scorelog
+from . import history
 from .result import MonitorResult
 from .thresholds import (
     ALERT_COLUMNS,
@@ -31,10 +32,11 @@ from .thresholds import (
 
 
 def evaluate(prod: list[dict], batches: pd.DataFrame, feedback: pd.DataFrame, runs: pd.DataFrame,
-             thresholds: Mapping, now: datetime, scored=None) -> MonitorResult:
+             thresholds: Mapping, now: datetime, scored=None, versions=None) -> MonitorResult:
     """Build a :class:`MonitorResult` from production entries (with ``card``), score
-    batches, feedback and the run list. ``scored(batches) -> DataFrame[id, score]``
-    gives the scored ids used for live AUROC."""
+    batches, feedback and the run list. ``scored(batches) -> DataFrame[id, score, batch]``
+    gives the scored ids used for live AUROC; ``versions`` (every promotion in the
+    registry, default ``prod``) dates the models-in-production series."""
     th = dict(thresholds)
     batch_table = _batch_table(batches, {(p["app"], p.get("tenant"), str(p.get("version"))): p["card"]
                                          for p in prod})
@@ -94,6 +96,9 @@ def evaluate(prod: list[dict], batches: pd.DataFrame, feedback: pd.DataFrame, ru
         scores=pd.DataFrame(score_rows, columns=["app", "tenant", "version", "bucket",
                                                  "evaluation", "production"]),
         thresholds=th, generated_at=now,
+        history=history.kpi_history(batches, runs, prod if versions is None else versions, now),
+        auroc_history=history.auroc_history(prod, batches, feedback, scored, th, eval_auroc),
+        drift_history=history.drift_history(prod, batches),
     )
 
 
@@ -274,6 +279,7 @@ def _kpis(prod: list[dict], batches: pd.DataFrame, runs: pd.DataFrame, now: date
 
 def _empty(th, now, kpis) -> MonitorResult:
     return MonitorResult(
+        history=history.kpi_history(pd.DataFrame(), pd.DataFrame(), [], now),
         kpis=kpis, models=pd.DataFrame(columns=MODEL_COLUMNS), drift=pd.DataFrame(columns=DRIFT_COLUMNS),
         alerts=pd.DataFrame(columns=ALERT_COLUMNS), batches=pd.DataFrame(columns=BATCH_COLUMNS),
         scores=pd.DataFrame(columns=["app", "tenant", "version", "bucket", "evaluation", "production"]),

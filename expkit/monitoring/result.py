@@ -11,6 +11,7 @@ from ..files import check_writable, write_text
 from ..schedules import FLEET_COLUMNS
 from ..scoring.scorelog import utcnow
 from . import dashboard
+from .history import AUROC_HISTORY_COLUMNS, DRIFT_HISTORY_COLUMNS, KPI_HISTORY_COLUMNS
 from .thresholds import DEFAULT_THRESHOLDS
 
 
@@ -28,6 +29,20 @@ class MonitorResult:
     generated_at: datetime = field(default_factory=utcnow)
     #: One row per schedule (:func:`expkit.schedules.fleet`): last and next run, last status.
     schedules: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FLEET_COLUMNS))
+    #: The KPIs per day (``day, kpi, value``): scores, experiments, models in production.
+    history: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=KPI_HISTORY_COLUMNS))
+    #: Live AUROC per production model and day of scoring, with the evaluation AUROC.
+    auroc_history: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=AUROC_HISTORY_COLUMNS))
+    #: PSI per production model, batch and field (the score is ``(score)``).
+    drift_history: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DRIFT_HISTORY_COLUMNS))
+    #: Which runs folder was read, and why that one (:func:`expkit.paths.runs_dir_source`).
+    runs_dir: Path | None = None
+    runs_dir_source: str = ""
+
+    @property
+    def folder_line(self) -> str:
+        """``runs folder /x/runs (project root /x)``: where the monitor looked."""
+        return f"runs folder {self.runs_dir} ({self.runs_dir_source})" if self.runs_dir else ""
 
     @property
     def ok(self) -> bool:
@@ -47,8 +62,8 @@ class MonitorResult:
 
     # -- figures ------------------------------------------------------------------
     def figures(self) -> dict:
-        """``{name: matplotlib Figure}``: scores over time, score distributions,
-        drift per field, AUROC per model."""
+        """``{name: matplotlib Figure}``: the KPIs over time, scores over time, score
+        distributions, drift per field, AUROC per model, live AUROC and PSI over time."""
         return dashboard.figures(self)
 
     # -- HTML -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from .. import schema as schema_mod
 from ..errors import SchemaError, TargetError
 from ..profiling import profile
-from ._common import WidgetFront, esc, figure_png
+from ._common import WidgetFront, column_dropdown, column_value, esc, figure_png
 
 _CATEGORY_LIKE = ("binary", "categorical", "id", "constant", "email", "url", "phone")
 _TOP = 15
@@ -77,7 +77,7 @@ class Explorer(WidgetFront):
     @property
     def target(self) -> str | None:
         """The column chosen as target (None when none is)."""
-        return self.target_dd.value
+        return column_value(self.target_dd)
 
     @property
     def schema(self) -> schema_mod.Schema:
@@ -140,9 +140,8 @@ class Explorer(WidgetFront):
     # -- building ------------------------------------------------------------------
     def _build(self, target):
         cols = list(self.df.columns)
-        self.target_dd = W.Dropdown(options=[("(none)", None)] + [(str(c), c) for c in cols],
-                                    value=target, description="target",
-                                    layout=W.Layout(width="280px"))
+        self.target_dd = column_dropdown(cols, target, description="target",
+                                         layout=W.Layout(width="280px"))
         self.target_dd.observe(self._on_target, names="value")
         self.filter = W.Text(placeholder="filter columns by name or type",
                              layout=W.Layout(width="240px"))
@@ -156,8 +155,8 @@ class Explorer(WidgetFront):
             "<div style='display:flex;font-weight:600;font-size:12px'>"
             "<span style='width:190px'>column</span><span style='width:130px'>type</span>"
             "<span style='width:70px'>filled</span><span style='width:70px'>distinct</span>"
-            "<span style='width:90px' title='association with the target (0 none, 1 perfect)'>"
-            "vs target</span><span>warnings</span></div>")
+            f"<span style='width:90px' title=\"{_ASSOCIATION_HELP}\">"
+            "<span style='border-bottom:1px dotted'>vs target</span></span><span>warnings</span></div>")
         self.rows = []
         for i in range(self.page_size):
             name = W.Button(layout=W.Layout(width="185px"), tooltip="show this column")
@@ -180,7 +179,9 @@ class Explorer(WidgetFront):
 
     # -- events --------------------------------------------------------------------
     def _on_target(self, change):
-        self._stats = _column_stats(self.df, change["new"], self._base)
+        if change["new"] is None:  # becomes "(none)" next
+            return
+        self._stats = _column_stats(self.df, self.target, self._base)
         self._show_page()
         if self.selected is not None:
             self.select(self.selected)
@@ -223,7 +224,7 @@ class Explorer(WidgetFront):
                 typ.value = types[col]
                 fill.value = f"{stats['fill_rate']:.0%}"
                 distinct.value = str(int(stats["distinct"]))
-                assoc.value = "" if pd.isna(stats["association"]) else f"{stats['association']:.2f}"
+                assoc.value = _association_text(stats["association"], stats["association_metric"])
                 warn.value = f"<span style='color:#b35900'>{esc(stats['warnings'])}</span>"
         finally:
             self._syncing = False
@@ -243,7 +244,24 @@ class Explorer(WidgetFront):
 def _column_stats(df: pd.DataFrame, target, schema) -> pd.DataFrame:
     """fill_rate, distinct, association and warnings (kinds) per column, from the profile."""
     frame = profile(df, target=target, schema=schema).to_frame()
-    return frame[["fill_rate", "distinct", "association", "warnings"]]
+    return frame[["fill_rate", "distinct", "association", "association_metric", "warnings"]]
+
+
+#: What the "vs target" column shows (its header's tooltip).
+_ASSOCIATION_HELP = ("association with the target. AUC for numbers against a binary target: "
+                     "0.5 none, 1 perfect (either direction). Cramér's V (V) for categories and eta "
+                     "for numbers against a multi-class target: 0 none, 1 perfect. |Spearman| (rho) "
+                     "against a numeric target: 0 none, 1 perfect.")
+_SHORT_METRIC = {"AUC": "AUC", "Cramer's V": "V", "eta": "eta", "|Spearman|": "rho"}
+
+
+def _association_text(value, metric) -> str:
+    """``0.62 AUC``, ``0.31 V``: the value with its measure, whose scales differ."""
+    if pd.isna(value):
+        return ""
+    name = _SHORT_METRIC.get(metric, metric or "")
+    return (f"{value:.2f} <span style='color:#777;font-size:11px' title='{esc(metric)}'>"
+            f"{esc(name)}</span>")
 
 
 def _target_values(y: pd.Series):

@@ -14,7 +14,7 @@ from ..models import families as families_mod
 from ..models.leaderboard import leaderboard, trials_frame
 from ..models.result import TenantTournamentResult
 from ..models.tournament import detect_task, tournament
-from ._common import WidgetFront, esc, figure_png, html_table
+from ._common import WidgetFront, column_dropdown, column_value, esc, figure_png, html_table
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +36,9 @@ class TournamentPanel(WidgetFront):
     tenant : str, optional
         Preselected tenant column (one tournament per value). The panel runs the
         tenants one after another (``n_jobs=1``) so that it can watch them.
-    schema : Schema or dict, optional
-        Types to use, e.g. ``Explorer.schema``.
+    schema : Explorer, Schema or dict, optional
+        Types to use. Pass the ``Explorer`` itself to use its overrides as they are
+        when Run is pressed; ``explorer.schema`` is a copy taken now.
     budget : int, default 60
         Seconds for the search (the slider's start value).
     n_trials : int, optional
@@ -109,6 +110,31 @@ class TournamentPanel(WidgetFront):
         return not self._done.is_set()
 
     @property
+    def tenant_column(self) -> str | None:
+        """The tenant column chosen in the form (None: one tournament on all rows)."""
+        return column_value(self.tenant)
+
+    @property
+    def current_schema(self):
+        """The schema a run uses now: an Explorer's current ``.schema`` when the panel was
+        given the Explorer itself (so overrides made later count), else ``schema`` as given."""
+        from .explorer import Explorer
+
+        return self.schema.schema if isinstance(self.schema, Explorer) else self.schema
+
+    def schema_note(self) -> str:
+        """`` &middot; types from the Explorer (1 override: spend categorical)`` when the
+        panel follows an Explorer: which types a run uses, said in the status line."""
+        from .explorer import Explorer
+
+        if not isinstance(self.schema, Explorer):
+            return ""
+        o = self.schema.overrides
+        listed = ", ".join(f"{esc(c)} {esc(t)}" for c, t in list(o.items())[:4]) + (", ..." if len(o) > 4 else "")
+        return (f" &middot; types from the Explorer ({len(o)} override{'s' if len(o) != 1 else ''}"
+                + (f": {listed}" if o else "") + ")")
+
+    @property
     def families(self) -> list[str]:
         """The ticked families."""
         return [name for name, box in self.family_boxes.items() if box.value]
@@ -169,8 +195,7 @@ class TournamentPanel(WidgetFront):
         metrics = [name for name, m in evaluate.METRICS.items() if self.task in m.tasks]
         self.metric = W.Dropdown(options=["auto", *metrics], value="auto", description="metric")
         cols = [c for c in self.df.columns if c != self.target]
-        self.tenant = W.Dropdown(options=[("(none)", None)] + [(str(c), c) for c in cols],
-                                 value=tenant, description="tenant")
+        self.tenant = column_dropdown(cols, tenant, description="tenant")
         self.n_trials = W.BoundedIntText(value=int(n_trials or 0), min=0, max=100000,
                                          description="n_trials", tooltip="0: until the budget")
         self.run_button = W.Button(description="Run", button_style="success", icon="play")
@@ -208,18 +233,18 @@ class TournamentPanel(WidgetFront):
             self.progress.bar_style = ""
             self.leaderboard.value = self.verdict.value = ""
             self.figure_box.children = ()
-            self.status.value = "starting&hellip;"
+            self.status.value = "starting&hellip;" + self.schema_note()
 
     # -- the run -------------------------------------------------------------------
     def _work(self, raise_errors=False):
         kwargs = dict(self.tournament_kwargs)
-        if self.tenant.value is not None:
+        if self.tenant_column is not None:
             kwargs["n_jobs"] = 1  # tenants in this process, where the callbacks can reach us
         try:
             result = tournament(
                 self.df, self.target, task=self.task, budget=self.budget.value,
                 n_trials=self.n_trials.value or None, families=self.families,
-                metric=self.metric.value, tenant=self.tenant.value, schema=self.schema,
+                metric=self.metric.value, tenant=self.tenant_column, schema=self.current_schema,
                 seed=self.seed, progress=False,
                 callbacks=[*self.extra_callbacks, self._on_trial], **kwargs)
         except Exception as exc:  # shown in the panel; raised again in block mode
@@ -270,7 +295,7 @@ class TournamentPanel(WidgetFront):
         if not self._searching:
             return
         elapsed = time.monotonic() - self._started
-        n_groups = self.df[self.tenant.value].nunique() if self.tenant.value else 1
+        n_groups = self.df[self.tenant_column].nunique() if self.tenant_column else 1
         shares = [min(1.0, elapsed / (self.budget.value * n_groups))]
         if self.n_trials.value:
             shares.append(len(self.trials) / (self.n_trials.value * n_groups))
@@ -279,7 +304,7 @@ class TournamentPanel(WidgetFront):
         self.status.value = (f"running: {len(self.trials)} trials ({done} complete), "
                              f"{elapsed:.0f} s of {self.budget.value} s"
                              + (" &middot; stopping&hellip;" if self._stop_requested.is_set()
-                                else ""))
+                                else "") + self.schema_note())
 
     # -- views ---------------------------------------------------------------------
     def _show_leaderboard(self):
@@ -287,8 +312,8 @@ class TournamentPanel(WidgetFront):
                             "failed", "fit_time"]]
         rows = [[esc(v) for v in row] for row in board.itertuples(index=False)]
         where = ""
-        if self.tenant.value is not None:
-            where = f", tenant {len(self.studies)} of {self.df[self.tenant.value].nunique()}"
+        if self.tenant_column is not None:
+            where = f", tenant {len(self.studies)} of {self.df[self.tenant_column].nunique()}"
         metric = evaluate.resolve_metric(self.metric.value, self.task).name
         self.leaderboard.value = (f"<b>leaderboard</b> (CV {esc(metric)}{where})"
                                   + html_table(list(board.columns), rows))

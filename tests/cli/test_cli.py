@@ -139,8 +139,20 @@ def test_runs_list_show_compare_rebuild(existing):
     first = invoke("runs", "list", "--tenant", "acme", "--runs-dir", existing).stdout.splitlines()[1].split()[0]
     compared = invoke("runs", "compare", first, other.id, "--runs-dir", existing)
     assert compared.exit_code == 0
-    tenant_line = next(line for line in compared.stdout.splitlines() if " tenant " in f" {line} ")
+    lines = compared.stdout.splitlines()
+    tenant_line = next(line for line in lines if " tenant " in f" {line} ")
     assert tenant_line.startswith("*") and "acme" in tenant_line and "globex" in tenant_line
+    # what differs comes first, then what the runs share
+    marks = [line.startswith("*") for line in lines[2:] if line.strip()]
+    assert lines[0].startswith(f"{sum(marks)} of ") and marks == sorted(marks, reverse=True) and not all(marks)
+    only = invoke("runs", "compare", first, other.id, "--diff", "--runs-dir", existing).stdout.splitlines()
+    assert all(line.startswith("*") for line in only[2:])
+    assert f"runs folder {existing} (given)" in listed.stderr
+    found = invoke("runs", "list", "--where", "auroc < 0.7", "--sort", "auroc desc", "--runs-dir", existing)
+    assert found.exit_code == 0 and "globex" in found.stdout and "acme" not in found.stdout
+    assert found.stdout.splitlines()[0].split()[-1] == "auroc"  # the column named is shown
+    bad = invoke("runs", "list", "--where", "auroc >> 1", "--runs-dir", existing)
+    assert_one_line_error(bad, "cannot read the condition 'auroc >> 1'")
     rebuilt = invoke("runs", "rebuild-index", "--runs-dir", existing)
     assert rebuilt.exit_code == 0 and "indexed 2 run(s)" in rebuilt.stdout
 

@@ -147,11 +147,12 @@ def test_figures_and_self_contained_html(tmp_path):
     res = run([batch(1, NOW - timedelta(hours=5), table(seed=1), scores(seed=1)),
                batch(2, NOW, table(seed=2, spend_scale=10), scores(seed=2))])
     figs = res.figures()
-    assert set(figs) == {"scores_over_time", "score_distributions", "drift", "auroc"}
+    assert set(figs) == {"kpis_over_time", "scores_over_time", "live_auroc_over_time", "psi_over_time",
+                         "score_distributions", "drift", "auroc"}
     assert all(f.axes for f in figs.values())
     page = res.to_html(tmp_path / "m.html")
     assert (tmp_path / "m.html").read_text() == page
-    assert page.count("data:image/png;base64,") == 4 and "src=\"http" not in page
+    assert page.count("data:image/png;base64,") == 7 and "src=\"http" not in page
     assert "spend" in page and "class='alert'" in page
     assert ">4,000</td>" in page  # rows scored, with a thousands separator
     assert "Production models" in res._repr_html_()
@@ -161,6 +162,7 @@ def test_empty_runs_folder_gives_empty_result(tmp_path):
     res = monitoring.monitor(runs_dir=tmp_path / "nothing")
     assert res.models.empty and res.ok and res.kpi("models in production") == 0
     assert "No production models yet" in res.to_html()
+    assert f"runs folder {tmp_path / 'nothing'} (given)" in res.to_html()
     assert "<td>models in production</td><td class='num'>0</td>" in res.to_html()  # a count, not "0.000"
     assert not (tmp_path / "nothing").exists()
 
@@ -190,3 +192,60 @@ def test_drift_is_measured_on_enough_rows_not_on_a_tiny_last_batch():
     assert not shifted.ok and shifted.models.iloc[0]["drift_rows"] == 600
     assert run([batch(2, NOW, tiny, scores(n=19, seed=2))], min_drift_rows=10).drift["level"].ne(
         FEW_ROWS).all()
+
+
+# -- history: the KPIs as series -------------------------------------------------------
+def test_kpi_history_counts_per_day():
+    b = [batch(1, NOW - timedelta(days=2, hours=1), table(n=300, seed=1), scores(n=300, seed=1)),
+         batch(2, NOW - timedelta(hours=3), table(n=500, seed=2), scores(n=500, seed=2)),
+         batch(3, NOW - timedelta(hours=2), table(n=200, seed=3), scores(n=200, seed=3))]
+    versions = [{"app": "leads", "tenant": "acme", "promoted_at": (NOW - timedelta(days=5)).isoformat()},
+                {"app": "leads", "tenant": "acme", "promoted_at": (NOW - timedelta(days=1)).isoformat()},
+                {"app": "leads", "tenant": "globex", "promoted_at": (NOW - timedelta(days=3)).isoformat()}]
+    res = monitoring.evaluate([prod()], pd.DataFrame(b), NO_FEEDBACK, RUNS, thresholds(), NOW, versions=versions)
+    h = res.history.pivot(index="day", columns="kpi", values="value")
+    assert len(h) == 30 and h.index[-1] == pd.Timestamp(NOW).normalize()
+    today, two_days_ago = pd.Timestamp(NOW).normalize(), pd.Timestamp(NOW).normalize() - timedelta(days=2)
+    assert h.loc[today, "scores per day"] == 700 and h.loc[two_days_ago, "scores per day"] == 300
+    assert h["scores per day"].sum() == 1000
+    assert h["experiments per day"].sum() == 3  # the run 40 days ago is outside the window
+    assert h.loc[today - timedelta(days=1), "experiments per day"] == 1
+    # a (app, tenant) counts from its first promotion on; a later version does not add one
+    assert h.loc[today - timedelta(days=6), "models in production"] == 0
+    assert h.loc[today - timedelta(days=4), "models in production"] == 1
+    assert h.loc[today, "models in production"] == 2
+
+
+def test_live_auroc_per_day_and_psi_per_batch():
+    rng = np.random.default_rng(0)
+    day1, day2 = NOW - timedelta(days=3), NOW - timedelta(hours=1)
+    s1, s2 = rng.random(300), rng.random(300)
+    ids1, ids2 = [f"a{i}" for i in range(300)], [f"b{i}" for i in range(300)]
+    scored = pd.DataFrame({"id": ids1 + ids2, "score": np.r_[s1, s2], "batch": ["b1"] * 300 + ["b2"] * 300})
+    labels = np.r_[(s1 + rng.normal(0, 0.1, 300) > 0.5), rng.integers(0, 2, 300)].astype(int)  # day 2: noise
+    fb = pd.DataFrame({"app": "leads", "tenant": "acme", "id": ids1 + ids2, "label": labels, "loaded_at": NOW})
+    b = [batch(1, day1, table(n=300, seed=1), s1), batch(2, day2, table(n=300, seed=2, spend_scale=8), s2)]
+    res = run(b, feedback=fb, scored=lambda _: scored)
+    live = res.auroc_history.set_index("day")["live_auroc"]
+    assert list(live.index) == [pd.Timestamp(day1).normalize(), pd.Timestamp(day2).normalize()]
+    assert live.iloc[0] > 0.85 and live.iloc[1] < 0.65
+    assert (res.auroc_history["eval_auroc"] == 0.80).all() and (res.auroc_history["rows"] == 300).all()
+    psi = res.drift_history.pivot(index="batch", columns="field", values="psi")
+    assert set(psi.columns) == {"(score)", "spend", "source", "note"}
+    assert psi.loc["b1", "spend"] < 0.1 < 0.25 < psi.loc["b2", "spend"]  # spend x8 in batch 2 only
+    names = set(res.figures())
+    assert {"kpis_over_time", "live_auroc_over_time", "psi_over_time"} <= names
+    page = res.to_html()
+    assert page.count("<img") == len(names) and "<script" not in page and "http" not in page
+
+
+def test_drift_heatmap_labels_are_readable():
+    b = [batch(1, NOW - timedelta(hours=2), table(seed=1, spend_scale=10), scores(seed=1, shift=0.3))]
+    fig = run(b).figures()["drift"]
+    texts = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+    high = max(texts, key=float)
+    low = min(texts, key=float)
+    assert float(high) > 1 and texts[high] == "white"  # dark red cell: white text
+    assert float(low) < 0.1 and texts[low] == "black"
+    empty = monitoring.evaluate([], pd.DataFrame(), NO_FEEDBACK, RUNS, thresholds(), NOW)
+    assert list(empty.figures()) == ["kpis_over_time"] and empty.history["value"].sum() == 3

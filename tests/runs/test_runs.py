@@ -121,6 +121,69 @@ def test_list_filters(runs_dir):
         runs.list(status="done", runs_dir=runs_dir)
 
 
+def test_list_says_which_runs_folder_it_read(runs_dir, tmp_path, monkeypatch):
+    _finished(runs_dir, "acme")
+    table = runs.list()
+    assert isinstance(table, runs.RunTable) and table.runs_dir == runs_dir
+    line = f"runs folder {runs_dir} ($EXPKIT_RUNS)"
+    assert table.folder_line() == line and repr(table).startswith(line)
+    assert line in table._repr_html_() and line in repr(table[["tenant", "status"]])  # kept by slices
+    empty = runs.list(runs_dir=tmp_path / "none")
+    assert empty.empty and empty.folder_line() == f"runs folder {tmp_path / 'none'} (given)"
+
+
+@pytest.fixture
+def scored_runs(runs_dir):
+    """Three runs with hold-out metrics and parameters, as a tournament template leaves them."""
+    made = {}
+    for tenant, budget, auroc, family in (("acme", 30, 0.81, "logistic"), ("globex", 60, 0.77, "forest"),
+                                          ("initech", 60, None, None)):
+        metrics = {"winner": family, "metric_name": "auroc",
+                   "holdout": {"auroc": auroc, "brier": 0.2}, "calibration": {"after": {"brier": 0.19}},
+                   "validation": {"sigmoid": {"log_loss": 0.5}, "isotonic": {"log_loss": 0.6}}} \
+            if auroc else {}
+        made[tenant] = _finished(runs_dir, tenant, params={"budget": budget, "families": ["a", "b"]},
+                                 metrics=metrics)
+    return made
+
+
+def test_list_where_on_metrics_and_parameters(scored_runs, runs_dir):
+    def tenants(**kw):
+        return runs.list(runs_dir=runs_dir, **kw)["tenant"].tolist()
+
+    assert tenants(where="auroc > 0.8") == ["acme"]            # auroc: the hold-out AUROC
+    assert tenants(where="auroc >= 0.77 and budget = 60") == ["globex"]
+    assert sorted(tenants(where="budget != 30")) == ["globex", "initech"]
+    assert tenants(where="tenant ~ GLO") == ["globex"]          # ~: contains, any case
+    assert tenants(where="metrics.holdout.brier < 0.3", sort="tenant") == ["acme", "globex"]
+    assert tenants(where="calibration.after.brier = 0.19", sort="-tenant") == ["globex", "acme"]
+    assert tenants(where="AUROC > 0.5 AND winner = logistic") == ["acme"]  # names in any case
+    table = runs.list(runs_dir=runs_dir, where="auroc > 0.7", sort="budget desc")
+    assert list(table.columns[-2:]) == ["auroc", "budget"]     # the columns named are shown
+    assert table["budget"].tolist() == [60, 30]
+    for bad, message in (("auroc >> 1", "cannot read the condition"), ("nope > 1", "no column, metric"),
+                         ("log_loss < 1", "'log_loss' is ambiguous"), ("tenant > 3", "is not a number")):
+        with pytest.raises(ConfigError, match=message):
+            runs.list(runs_dir=runs_dir, where=bad)
+
+
+def test_list_sort_puts_missing_values_last(scored_runs, runs_dir):
+    up = runs.list(runs_dir=runs_dir, sort="auroc asc")
+    assert up["tenant"].tolist() == ["globex", "acme", "initech"]
+    down = runs.list(runs_dir=runs_dir, sort="-auroc")
+    assert down["tenant"].tolist() == ["acme", "globex", "initech"]
+    wide = runs.list(runs_dir=runs_dir, fields=True)
+    assert {"params.budget", "metrics.holdout.auroc", "metrics.calibration.after.brier"} <= set(wide.columns)
+
+
+def test_holdout_scores_of_runs_that_saved_them(scored_runs, runs_dir):
+    acme, globex = scored_runs["acme"], scored_runs["globex"]
+    pd.DataFrame({"y": [0, 1, 0, 1], "score": [0.1, 0.8, 0.3, 0.6]}).to_csv(acme.dir / runs.HOLDOUT_FILE,
+                                                                             index=False)
+    curves = runs.holdout_scores([acme.id, globex.id], runs_dir)
+    assert list(curves) == [f"acme {acme.id[-6:]}"] and list(curves[f"acme {acme.id[-6:]}"]["y"]) == [0, 1, 0, 1]
+
+
 def test_get_show_and_unknown_run(runs_dir):
     run = _finished(runs_dir, metrics={"auroc": 0.6})
     assert runs.get(run.id[:-2], runs_dir).id == run.id  # unique prefix

@@ -28,7 +28,8 @@ def test_templates_are_clean_with_literal_parameters(name):
 def test_tournament_template_end_to_end(runs_dir):
     result = CliRunner().invoke(cli, ["run", "tournament", "--templates-dir", str(ROOT / "templates"),
                                       "-p", "n_rows", "300", "-p", "n_trials", "3", "-p", "budget", "20",
-                                      "--tenant", "acme", "--runs-dir", str(runs_dir)])
+                                      "--tenant", "acme", "--runs-dir", str(runs_dir),
+                                      "--progress-every", "1"])
     assert result.exit_code == 0, result.output + result.stderr
     (folder,) = [p for p in runs_dir.iterdir() if p.is_dir()]
     for name in ("run.json", "notebook.ipynb", "report.html", "metrics.json", "leaderboard.csv",
@@ -43,6 +44,16 @@ def test_tournament_template_end_to_end(runs_dir):
     assert result.stdout.splitlines()[-1].split()[:5] == [
         "acme", "succeeded", metrics["winner"], "auroc", f"{metrics['holdout']['auroc']:.4f}"]
     assert "Winner" in (folder / "report.html").read_text()
+    # while it ran: the runs folder, the notebook being written, then trials and best so far
+    err = result.stderr
+    assert f"runs folder {runs_dir} (given)" in err
+    assert f"[acme] writing {folder / 'notebook.ipynb'}" in err
+    assert "[acme] starting: kernel" in err and "[acme] search " in err and " trial" in err
+    # the report opens with parameters, verdict and leaderboard, and loads nothing from the web
+    report = (folder / "report.html").read_text()
+    heads = [report.index(f"<h2>{h}</h2>") for h in ("Parameters", "Verdict", "Leaderboard", "Details")]
+    assert heads == sorted(heads) and report.index("<h2>Details</h2>") < report.index("<h1 id=\"Model-tournament")
+    assert "<script src=" not in report and "cdnjs" not in report and "mathjax" not in report.lower()
 
     registry = Registry(runs_dir)
     if metrics["above_chance"]:

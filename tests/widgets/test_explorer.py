@@ -102,6 +102,19 @@ def test_selecting_a_column_plots_distribution_and_target_relation(leads):
     ex.target_dd.value = None  # no target: only the distribution
     assert ex.target is None and len(ex.figure.axes) == 1
     assert ex.schema.target is None
+    # ipywidgets shows an empty box for a None value: "(none)" has a value of its own
+    assert ex.target_dd.label == "(none)" and ex.target_dd.index == 0
+    assert Explorer(leads).target_dd.label == "(none)"
+
+
+def test_vs_target_names_its_measure(leads):
+    ex = Explorer(leads, target="converted")
+    shown = {name.description.split("  ")[0]: assoc.value for (_b, name, _t, _f, _d, assoc, _w) in ex.rows
+             if name.description}
+    assert shown["spend"].startswith("0.") and "AUC</span>" in shown["spend"]      # number: AUC, 0.5 none
+    assert "V</span>" in shown["lead_source"]                                       # category: Cramér's V
+    header = ex.widget.children[2].value
+    assert "0.5 none" in header and "Cramér's V" in header
 
 
 def test_paging_a_1000_column_table_builds_one_page_of_rows():

@@ -1,6 +1,11 @@
 """RunBrowser on runs made with expkit.runs: filters, comparison, report links."""
 from __future__ import annotations
 
+import json
+import os
+
+import numpy as np
+import pandas as pd
 import pytest
 
 from expkit import runs
@@ -85,9 +90,73 @@ def test_max_rows_keeps_the_newest(three_runs, runs_dir):
     browser = RunBrowser(runs_dir, max_rows=2)
     newest = list(browser.runs["run_id"][:2])
     assert [v for _, v in browser.select.options] == newest
-    assert "(newest 2 shown)" in browser.table.value
+    assert "(first 2 shown)" in browser.table.value
 
 
 def test_displays_as_a_widget(three_runs, runs_dir):
     bundle = RunBrowser(runs_dir)._repr_mimebundle_()
     assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_says_which_folder_it_reads_and_what_to_do_when_empty(runs_dir, tmp_path):
+    browser = RunBrowser()
+    assert f"runs folder {runs_dir} ($EXPKIT_RUNS)" in browser.folder.value
+    assert "No runs here yet" in browser.folder.value and "EXPKIT_RUNS" in browser.folder.value
+    other = RunBrowser(tmp_path / "elsewhere")
+    assert f"runs folder {tmp_path / 'elsewhere'} (given)" in other.folder.value
+    assert "<b>0</b> of 0 runs" in other.table.value
+
+
+def test_where_and_sort_on_metrics_and_parameters(three_runs, runs_dir):
+    a, b, c = three_runs
+    browser = RunBrowser(runs_dir)
+    browser.where.value = "auroc > 0.8"
+    assert list(browser.filtered["run_id"]) == [a.id]
+    assert "<th>auroc</th>" in browser.table.value  # the metric named gets a column
+    browser.where.value = "budget >= 30 and seed = 0"
+    assert set(browser.filtered["run_id"]) == {a.id, b.id}
+    assert "auroc" in browser.sort.options and "budget" in browser.sort.options
+    browser.sort.value = "auroc"
+    assert list(browser.filtered["run_id"]) == [a.id, b.id]  # descending: 0.81, then 0.77
+    browser.descending.value = False
+    assert list(browser.filtered["run_id"]) == [b.id, a.id]
+    assert [v for _, v in browser.select.options] == [b.id, a.id]  # the list follows the order
+    browser.where.value = "auroc >> 1"  # a condition it cannot read: said, all runs shown
+    assert "cannot read the condition" in browser.table.value and len(browser.filtered) == 3
+    started = RunBrowser(runs_dir, where="budget = 60", sort="-auroc")
+    assert list(started.filtered["run_id"]) == [b.id]
+    assert started.sort.value == "auroc" and started.descending.value
+
+
+def test_compare_shows_differences_first_and_overlays_curves(three_runs, runs_dir):
+    a, b, _ = three_runs
+    rng = np.random.default_rng(0)
+    for run, noise in ((a, 0.2), (b, 0.6)):
+        y = rng.integers(0, 2, 200)
+        pd.DataFrame({"y": y, "score": np.clip(y * 0.5 + rng.normal(0.25, noise, 200), 0, 1)}).to_csv(
+            run.dir / runs.HOLDOUT_FILE, index=False)
+    browser = RunBrowser(runs_dir)
+    browser.select.value = (a.id, b.id)
+    cmp = browser.comparison
+    assert list(cmp["differs"]) == sorted(cmp["differs"], reverse=True)  # differences first
+    assert "param.budget" in browser.compare_view.value and "param.seed" not in browser.compare_view.value
+    assert "identical rows hidden" in browser.compare_view.value
+    browser.only_differences.value = False
+    assert "param.seed" in browser.compare_view.value
+    assert set(browser.curves) == {"roc", "calibration"} and len(browser.curve_box.children) == 2
+    labels = [t.get_text() for t in browser.curves["roc"].axes[0].get_legend().get_texts()]
+    assert len(labels) == 2 and labels[0].startswith("acme") and "AUROC" in labels[0]
+    browser.select.value = (a.id,)
+    assert browser.curve_box.children == ()
+
+
+def test_report_link_is_the_jupyter_servers_files_url_in_a_kernel(three_runs, runs_dir, tmp_path, monkeypatch):
+    a, _, _ = three_runs
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    (runtime / f"jpserver-{os.getpid()}.json").write_text(json.dumps(
+        {"pid": os.getpid(), "root_dir": str(runs_dir.parent), "base_url": "/", "url": "http://127.0.0.1:1/"}))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("JPY_PARENT_PID", str(os.getpid()))
+    browser = RunBrowser(runs_dir)
+    assert f'href="/files/runs/{a.id}/report.html"' in browser.table.value

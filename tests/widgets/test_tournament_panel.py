@@ -95,6 +95,26 @@ def test_a_failing_tournament_is_shown_not_raised_in_the_background(leads):
         panel.run(block=True)
 
 
+def test_panel_follows_the_explorers_overrides_made_later(leads):
+    from expkit.widgets import Explorer
+
+    explorer = Explorer(leads, target="converted")
+    panel = TournamentPanel(leads, target="converted", schema=explorer, n_trials=1, n_jobs=1)
+    assert panel.tenant.label == "(none)" and panel.tenant_column is None  # not an empty box
+    explorer.set_type("web_visits", "categorical")  # after the panel was made
+    assert panel.current_schema["web_visits"].type == "categorical"
+    assert "1 override: web_visits categorical" in panel.schema_note()
+    _only(panel, "logistic")
+    result = panel.run(block=True)
+    assert result.schema["web_visits"].type == "categorical"
+    snapshot = TournamentPanel(leads, target="converted", schema=explorer.schema)
+    explorer.set_type("spend", "categorical")
+    assert snapshot.current_schema["spend"].type == "numeric" and snapshot.schema_note() == ""
+    panel.tenant.value = "tenant"
+    panel.tenant.value = None
+    assert panel.tenant.label == "(none)" and panel.tenant_column is None
+
+
 def test_tenant_column_runs_one_tournament_per_tenant(leads):
     boards = []
     panel = TournamentPanel(leads, target="converted", budget=60, n_trials=2,
