@@ -1,11 +1,13 @@
 """``expkit run`` and ``expkit demo``: execute templates, one run per tenant."""
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from ..errors import ConfigError
 from ..formatting import text_table
-from .main import cli, runs_dir_option
+from .main import cli, cluster_engine, cluster_option, runs_dir_option
 
 DEMO_TENANTS = 3
 
@@ -60,12 +62,13 @@ def _tenant_list(tenant, tenants, tenants_from) -> list | None:
 @click.option("--tenants", default=None, help="Comma-separated tenants: one run each.")
 @click.option("--tenants-from", default=None, metavar="FILE:COLUMN",
               help="One run per distinct value of COLUMN in FILE.")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="Runs executed at once (one kernel each).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Runs executed at once, one kernel each [default: 1; on a cluster, one per worker thread].")
+@cluster_option
 @click.option("--templates-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of templates (default ./templates, then the bundled ones).")
 @runs_dir_option
-def run(template, params, params_file, tenant, tenants, tenants_from, workers, templates_dir, runs_dir):
+def run(template, params, params_file, tenant, tenants, tenants_from, workers, cluster, templates_dir, runs_dir):
     """Execute TEMPLATE (a name or an .ipynb) with papermill, one run per tenant."""
     from ..execute import run_template
 
@@ -75,9 +78,11 @@ def run(template, params, params_file, tenant, tenants, tenants_from, workers, t
             raise ConfigError(f"parameter {name!r} is given twice")
         strings[name] = value
     values = _read_params_file(params_file) if params_file else {}
-    results = run_template(template, strings=strings, values=values,
-                           tenants=_tenant_list(tenant, tenants, tenants_from), workers=workers,
-                           runs_dir=runs_dir, templates_dir=templates_dir, on_done=_on_done)
+    tenant_list = _tenant_list(tenant, tenants, tenants_from)
+    where = cluster_engine(cluster)
+    with where or contextlib.nullcontext():
+        results = run_template(template, strings=strings, values=values, tenants=tenant_list, workers=workers,
+                               runs_dir=runs_dir, templates_dir=templates_dir, on_done=_on_done, cluster=where)
     return _print_results(results)
 
 
@@ -105,8 +110,9 @@ def _read_params_file(path) -> dict:
 @click.option("--rows", type=click.IntRange(200), default=3000, show_default=True,
               help="Demo leads rows (all tenants).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True)
+@cluster_option
 @runs_dir_option
-def demo(n_tenants, budget, rows, workers, runs_dir):
+def demo(n_tenants, budget, rows, workers, cluster, runs_dir):
     """Run the tournament template on the bundled demo leads, one run per tenant."""
     from ..datasets import leads
     from ..execute import run_template
@@ -114,8 +120,11 @@ def demo(n_tenants, budget, rows, workers, runs_dir):
     tenants = sorted(leads(n_rows=rows, n_tenants=n_tenants, seed=0)["tenant"].astype(str).unique())
     click.echo(f"tournament template on {rows} demo leads, tenants {', '.join(tenants)}, "
                f"budget {budget}s each, {workers} at a time ...", err=True)
-    results = run_template("tournament", values={"budget": budget, "n_rows": rows, "n_tenants": n_tenants},
-                           tenants=tenants, workers=workers, runs_dir=runs_dir, on_done=_on_done)
+    where = cluster_engine(cluster)
+    with where or contextlib.nullcontext():
+        results = run_template("tournament", values={"budget": budget, "n_rows": rows, "n_tenants": n_tenants},
+                               tenants=tenants, workers=workers, runs_dir=runs_dir, on_done=_on_done,
+                               cluster=where)
     code = _print_results(results)
     click.echo("\nreports:")
     for r in results:
