@@ -10,14 +10,14 @@ never truncates it), ``report.html`` (code hidden) is written whatever the
 outcome, and the run ends ``succeeded``, ``failed`` (with the cell and the
 error, or the file that could not be written and why) or ``interrupted``.
 
-Tenants run in separate processes (:func:`map_jobs`), one kernel each; that
-one function is the executor interface to swap for Dask or similar.
+Tenants run where the engine puts them (:func:`map_jobs` on
+:mod:`expkit.engine`: this process, local worker processes or a Dask cluster), one
+kernel each; a stop flag polled beside each run stops its kernel when the command
+stops (:mod:`expkit.kernel`).
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
 import logging
-import multiprocessing
 import os
 import tempfile
 from pathlib import Path
@@ -25,9 +25,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import nbformat
 
-from . import _lazy, db, tracking
+from . import _lazy, db, engine, tracking
 from .errors import ConfigError, DataError, ExpkitError, RunError, Terminated, WriteError
-from .files import sha256_file, write_text
+from .files import now, sha256_file, write_text
+from .kernel import KernelProcess, Stopper, manager_class
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
 from .run import Run
@@ -157,32 +158,19 @@ def export_html(run: Run, error: Mapping | None = None) -> Path:
     return write(run, error)
 
 
-def _kernel_manager(log_file: Path):
-    """A kernel manager class whose kernel writes stdout/stderr to ``log_file``
-    (kernel.log in the run folder) instead of the terminal."""
-    from jupyter_client.manager import AsyncKernelManager
-
-    class RunKernelManager(AsyncKernelManager):
-        async def start_kernel(self, **kw):
-            # start_kernel passes its keywords on to the kernel's Popen (documented)
-            with open(log_file, "ab") as fh:
-                kw.setdefault("stdout", fh)
-                kw.setdefault("stderr", fh)
-                return await super().start_kernel(**kw)
-
-    return RunKernelManager
-
-
 def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=None,
             kind: str = "template", name: str | None = None, cwd=None,
-            kernel_name: str = KERNEL, mlflow: str | None = None) -> dict:
+            kernel_name: str = KERNEL, mlflow: str | None = None, stop=None) -> dict:
     """Execute a template (a path) once into a new run folder; returns :func:`summary`.
 
     The parameters are used as given (see :func:`resolve_params`); ``run_dir``
     (and ``tenant`` when given) are injected. Failures of the notebook end in
     a failed run, not an exception; Ctrl-C marks the run interrupted and is
     re-raised. With an MLflow tracking URI (``mlflow``), the finished run is
-    also logged there (:mod:`expkit.tracking`).
+    also logged there (:mod:`expkit.tracking`). ``stop`` (a :class:`~expkit.engine.StopFlag`, given to runs on
+    workers) is polled while the notebook runs: once set, the kernel is interrupted
+    (killed if it does not stop), the run ends ``interrupted`` and its summary is
+    returned; a Ctrl-C reaching the worker's own process does the same.
     """
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -203,14 +191,16 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
     if tenant is not None:
         injected["tenant"] = tenant
     status, error = "failed", None
+    stopper = Stopper(stop, process := KernelProcess())
     try:
         run.start()
         log.info("run %s: executing %s", run.id, template.name)
-        pm.execute_notebook(str(template), _atomic(run.dir / "notebook.ipynb"), parameters=injected,
-                            kernel_name=kernel_name, progress_bar=False, log_output=False,
-                            request_save_on_cell_execute=True, cwd=str(cwd or Path.cwd()),
-                            start_timeout=120, **language,
-                            kernel_manager_class=_kernel_manager(run.dir / "kernel.log"))
+        with stopper:
+            pm.execute_notebook(str(template), _atomic(run.dir / "notebook.ipynb"), parameters=injected,
+                                kernel_name=kernel_name, progress_bar=False, log_output=False,
+                                request_save_on_cell_execute=True, cwd=str(cwd or Path.cwd()),
+                                start_timeout=120, **language,
+                                kernel_manager_class=manager_class(run.dir / "kernel.log", process))
         status = "succeeded"
     except PapermillExecutionError as exc:
         status = "interrupted" if exc.ename == "KeyboardInterrupt" else "failed"
@@ -218,12 +208,16 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
     except KeyboardInterrupt as exc:
         status = "interrupted"
         error = {"message": "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"}
-        raise
+        if stop is None:
+            raise
     except WriteError as exc:  # saving the notebook failed (disk full, ...): name the file and why
         error = {**_running_cell(run, template_nb), "message": f"{exc.reason} while writing {exc.name}"}
     except Exception as exc:  # dead kernel, kernel start failure, ...
         error = {**_running_cell(run, template_nb), "message": f"{type(exc).__name__}: {exc}"}
     finally:
+        if stopper.requested:  # whatever papermill saw (an interrupted cell, a dead kernel)
+            status = "interrupted"
+            error = {**(error or {}), "message": STOPPED}
         try:
             export_html(run, error)
         except WriteError as exc:
@@ -259,49 +253,105 @@ def _prompt(error: Mapping) -> str:
 
 
 # -- many runs ---------------------------------------------------------------------------
-def _job(job: dict) -> dict:
+#: The error of a run stopped because the command that started it stopped.
+STOPPED = "stopped: the command running it was interrupted (Ctrl-C or SIGTERM) or ended"
+
+
+def _no_run(tenant, status: str, error: str) -> dict:
+    """The summary of a tenant that has no run (it never started, or its worker was lost)."""
+    return {"run_id": None, "tenant": tenant, "status": status, "winner": None, "metric_name": None,
+            "metric": None, "error": error, "path": None, "report": None, "mlflow": None}
+
+
+def _job(job: dict, stop=None) -> dict:
+    """One tenant's run, where the engine puts it; ``stop`` is polled (see :func:`execute`)."""
+    if stop is not None and stop.is_set():
+        return _no_run(job.get("tenant"), "interrupted", "not started: the command was interrupted")
     try:
-        return execute(**job)
+        return execute(**job, stop=stop)
     except Exception as exc:  # one tenant's trouble must not stop the others
         if isinstance(exc, ExpkitError):
             log.warning("tenant %s could not run: %s", job.get("tenant"), exc)
-        else:
-            log.exception("tenant %s could not run", job.get("tenant"))
-        return {"run_id": None, "tenant": job.get("tenant"), "status": "failed", "winner": None,
-                "metric_name": None, "metric": None, "path": None, "report": None, "mlflow": None,
-                "error": str(exc) if isinstance(exc, ExpkitError) else f"{type(exc).__name__}: {exc}"}
+            return _no_run(job.get("tenant"), "failed", str(exc))
+        log.exception("tenant %s could not run", job.get("tenant"))
+        return _no_run(job.get("tenant"), "failed", f"{type(exc).__name__}: {exc}")
 
 
-def map_jobs(fn: Callable[[dict], dict], jobs: Sequence[dict], workers: int = 1,
-             on_done: Callable[[dict], None] | None = None) -> list[dict]:
-    """Run ``fn`` over ``jobs``: in this process when ``workers`` is 1, else in a pool of
-    ``workers`` processes. Results come back in the order of ``jobs``."""
-    if workers <= 1 or len(jobs) <= 1:
-        results = []
-        for job in jobs:
-            results.append(fn(job))
-            if on_done:
-                on_done(results[-1])
-        return results
-    pool = cf.ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                                  mp_context=multiprocessing.get_context("spawn"))
-    try:
-        futures = {pool.submit(fn, job): i for i, job in enumerate(jobs)}
-        results: list = [None] * len(jobs)
-        for future in cf.as_completed(futures):
-            results[futures[future]] = future.result()
-            if on_done:
-                on_done(results[futures[future]])
-        return results
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+def map_jobs(fn: Callable[..., dict], jobs: Sequence[dict], workers: int | None = None,
+             on_done: Callable[[dict], None] | None = None, cluster=None) -> list[dict]:
+    """``fn(job, stop=flag)`` for each job on the engine ``cluster`` selects (see
+    :func:`expkit.engine.resolve`; locally ``workers`` processes, in this process when
+    1), at most ``workers`` at once (on a cluster: all its worker threads by default).
+    Results come back in the order of ``jobs``; ``on_done`` gets each as it ends.
+
+    On Ctrl-C or SIGTERM no further job starts, running ones are stopped through the
+    flag and get :data:`expkit.engine.GRACE` seconds to end ``interrupted``, the jobs
+    left get an ``interrupted`` summary, and the interruption is re-raised.
+    """
+    results: list = [None] * len(jobs)
+
+    def record(index: int, outcome) -> None:
+        tenant = jobs[index].get("tenant")
+        if isinstance(outcome, engine.Unfinished):
+            outcome = _no_run(tenant, "interrupted", "stopped: the run did not end in time" if outcome.started
+                              else "not started: the command was interrupted")
+        elif isinstance(outcome, BaseException):
+            outcome = _no_run(tenant, "failed", f"{type(outcome).__name__}: {outcome}")
+        results[index] = outcome
+        if on_done:
+            on_done(outcome)
+
+    with engine.session(cluster, n_jobs=max(1, min(workers or 1, len(jobs)))) as eng:
+        eng.run_each(fn, jobs, on_result=record, in_flight=workers)
+    return results
+
+
+def _check_workers(eng, root: Path, template: Path, params: Mapping) -> None:
+    """RunError unless the engine's workers see the runs folder, the template, the data
+    files and the working folder at the same paths, and index runs where this process does."""
+    if eng.shares_files:
+        return
+    from . import db
+    from .sql import redact
+
+    where = eng.describe()
+    needs = [("runs folder", root, True), ("working folder", Path.cwd(), True), ("template", template, False)]
+    files = {k: Path(v).expanduser().absolute() for k, v in params.items()
+             if (k == "data" or k.endswith(("_path", "_file"))) and isinstance(v, str)}
+    needs += [(f"parameter {k!r}", v, False) for k, v in files.items() if v.is_file()]
+    for what, path, folder in needs:
+        if not (eng.sees_folder(path) if folder else eng.sees(path)):
+            raise RunError(f"the workers of {where} do not see the {what} {path}",
+                           hint="runs execute on the workers: put the runs folder, templates and data on a "
+                                "file system every worker mounts at the same path, and start expkit from there")
+    mine = db.url(root)
+    theirs = set(eng.ask_workers(db.url, str(root)))
+    if theirs != {mine}:
+        raise RunError(f"the workers of {where} index runs in {', '.join(map(redact, sorted(theirs)))}, "
+                       f"this process in {redact(mine)}",
+                       hint="set EXPKIT_DB to the same database (e.g. PostgreSQL) for the workers and here")
+
+
+def _reconcile(root: Path, name: str, results: Sequence, since: str) -> None:
+    """Mark ``interrupted`` the runs of this batch left ``running`` by workers that are gone."""
+    for r in results:
+        if r.get("run_id") is not None or r.get("status") != "interrupted":
+            continue
+        tenant = "all" if r["tenant"] is None else r["tenant"]
+        for folder in root.glob(f"*-{name}-{tenant}-*"):
+            try:
+                run = Run(folder)
+                if run.meta.get("created", "") >= since:
+                    run.reconcile()
+            except RunError:
+                continue
 
 
 def run_template(template, *, strings: Mapping[str, str] | None = None,
                  values: Mapping[str, Any] | None = None, tenants: Iterable | None = None,
-                 workers: int = 1, runs_dir=None, templates_dir=None, kernel_name: str = KERNEL,
+                 workers: int | None = None, runs_dir=None, templates_dir=None, kernel_name: str = KERNEL,
                  on_done: Callable[[dict], None] | None = None, kind: str = "template",
-                 mlflow: str | None = None) -> list[dict]:
+                 mlflow: str | None = None, cluster=None) -> list[dict]:
     """Validate the inputs, then run a template once per tenant.
 
     Parameters
@@ -312,20 +362,28 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
         Parameters as text (parsed) or typed (checked); see :func:`resolve_params`.
     tenants : iterable of str, optional
         One run per tenant (the template needs a ``tenant`` parameter); default one run.
-    workers : int
-        Runs executed at once, one kernel each.
+    workers : int, optional
+        Runs executed at once, one kernel each (default: 1 here; every worker thread
+        of a Dask cluster).
     kind : str
         Recorded in run.json and the index (``"schedule"`` for runs a schedule started).
     mlflow : str, optional
         Also log each run to this MLflow tracking URI (default ``$MLFLOW_TRACKING_URI``;
         needs the ``mlflow`` extra). See :mod:`expkit.tracking`.
+    cluster : str, distributed.Client or Engine, optional
+        Where the runs execute (see :func:`expkit.engine.resolve`): a Dask scheduler
+        address, ``"local:N"``, a client; default ``$EXPKIT_DASK_SCHEDULER``, else this
+        machine. On a cluster the workers must see the runs folder, the template, the
+        data files and the working folder at the same paths, and index runs in the
+        same database (checked first). Ctrl-C or SIGTERM stops every run within a few
+        seconds (see :func:`map_jobs`).
 
     Returns
     -------
     list of dict
         One :func:`summary` per run, in the order of ``tenants``.
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     path = find_template(template, templates_dir)
     params = resolve_params(path, strings, values)
@@ -351,7 +409,21 @@ def run_template(template, *, strings: Mapping[str, str] | None = None,
     jobs = [{"template": str(path), "params": params, "tenant": t, "runs_dir": str(root),
              "name": name, "cwd": str(Path.cwd()), "kernel_name": kernel_name, "kind": kind,
              "mlflow": mlflow} for t in tenants]
-    return map_jobs(_job, jobs, workers, on_done)
+    ended: list = []
+
+    def done(result: dict) -> None:
+        ended.append(result)
+        if on_done:
+            on_done(result)
+
+    since = now()
+    try:
+        with engine.session(cluster, n_jobs=max(1, min(workers or 1, len(jobs)))) as eng:
+            _check_workers(eng, root, path, params)
+            return map_jobs(_job, jobs, workers, done, cluster=eng)
+    except KeyboardInterrupt:
+        _reconcile(root, name, ended, since)  # the workers are gone now
+        raise
 
 
 #: Names that moved elsewhere (deprecated aliases for one release).

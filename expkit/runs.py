@@ -382,7 +382,7 @@ def sweep(runs_dir=None) -> list[str]:
     clean_stale(root)
     recent = (dt.datetime.now(dt.timezone.utc) - SWEEP_RECENT).isoformat()
     with db.session(root) as s:
-        rows = s.execute(select(RunRecord.run_id, RunRecord.status, RunRecord.ended)).all()
+        rows = s.execute(select_rows(RunRecord.run_id, RunRecord.status, RunRecord.ended)).all()
     known = {run_id: status for run_id, status, _ in rows}
     settled = {run_id for run_id, status, ended in rows if status in FINAL and (ended or "") < recent}
     changed = []

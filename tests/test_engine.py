@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -157,3 +158,113 @@ def kill_myself(x):
 def test_a_worker_killed_mid_call_is_one_clear_error():
     with engine.LocalEngine(2) as e, pytest.raises(engine.WorkerLost, match="ended unexpectedly"):
         list(e.map(kill_myself, range(3)))
+
+
+# -- long calls that stop when the caller stops -------------------------------------------
+def wait_for_stop(x, seconds=60.0, stop=None):
+    """Return x at once for even x; for odd x, poll ``stop`` until it is set (or time runs out)."""
+    deadline = time.monotonic() + seconds
+    while x % 2 and time.monotonic() < deadline:
+        if stop is not None and stop.is_set():
+            return ("stopped", x)
+        time.sleep(0.05)
+    return ("done", x)
+
+
+def test_run_each_reports_as_calls_end_and_returns_in_input_order():
+    seen = []
+    with engine.LocalEngine(2) as e:
+        out = e.run_each(wait_for_stop, [0, 2, 4, 6, 8], on_result=lambda i, r: seen.append(i))
+    assert out == [("done", x) for x in (0, 2, 4, 6, 8)] and sorted(seen) == [0, 1, 2, 3, 4]
+
+
+def fail_at_or_stop(x, bad, stop=None):
+    return fail_at(x, bad)
+
+
+def test_run_each_passes_errors_as_results():
+    with engine.LocalEngine(2) as e:
+        out = e.run_each(fail_at_or_stop, range(4), 2)
+    assert out[:2] == [0, 1] and isinstance(out[2], ValueError) and out[3] == 3
+
+
+@pytest.mark.parametrize("cluster", [2, "local:2"])
+def test_a_stop_reaches_running_calls_and_no_further_call_starts(cluster):
+    """Ctrl-C while two long calls run: both see the flag and return, the rest never start."""
+    import signal
+    import threading
+
+    if cluster == "local:2":
+        pytest.importorskip("distributed")
+    seen = {}
+    e = engine.LocalEngine(cluster) if cluster == 2 else engine.resolve(cluster)
+    try:
+        assert e.run_each(wait_for_stop, [0, 2]) == [("done", 0), ("done", 2)]  # workers are up
+        threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C, while 1 and 3 run
+        start = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            e.run_each(wait_for_stop, [1, 3, 5, 7], on_result=seen.__setitem__, in_flight=2, grace=30)
+        assert time.monotonic() - start < 25  # the 60 s calls stopped
+    finally:
+        e.close()
+    assert seen[0] == ("stopped", 1) and seen[1] == ("stopped", 3)
+    assert [(type(seen[i]).__name__, seen[i].started) for i in (2, 3)] == [("Unfinished", False)] * 2
+
+
+def test_in_process_calls_get_no_flag_and_ctrl_c_reaches_them():
+    def interrupted(x, stop=None):
+        assert stop is None
+        if x == 1:
+            raise KeyboardInterrupt
+        return x
+
+    seen = {}
+    with pytest.raises(KeyboardInterrupt):
+        engine.LocalEngine(1).run_each(interrupted, range(3), on_result=seen.__setitem__)
+    assert seen[0] == 0 and seen[1].started and not seen[2].started
+
+
+def flag_seen_by_orphan(path):
+    """In a child process: a flag made by the parent, read after the parent is gone."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys, time, pickle\n"
+            "flag = pickle.loads(bytes.fromhex(sys.argv[1]))\n"
+            "first = flag.is_set()\n"
+            "time.sleep(1.5)\n"  # the parent (this function's process) has ended by then
+            "open(sys.argv[2], 'w').write(f'{first} {flag.is_set()}')\n")
+    import pickle
+
+    from expkit.engine.base import _FileFlag
+
+    flag = _FileFlag(path + ".flag")
+    subprocess.Popen([sys.executable, "-c", code, pickle.dumps(flag).hex(), path], start_new_session=True)
+    time.sleep(0.5)
+    return True
+
+
+def test_a_local_flag_reads_as_set_in_a_worker_whose_caller_is_gone(tmp_path):
+    """kill -9 of the command: work it started on local worker processes stops on its own."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "seen.txt"
+    subprocess.run([sys.executable, "-c", f"from tests.test_engine import flag_seen_by_orphan as f; "
+                                          f"f({str(out)!r})"], check=True, cwd=Path(__file__).parents[1])
+    deadline = time.monotonic() + 20
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert out.read_text() == "False True"
+
+
+def test_dask_flags_are_shared_by_the_caller_and_the_workers(dask_cluster):
+    with engine.session(dask_cluster.address) as e:
+        flag = e.stop_flag()
+        assert e.submit(wait_for_stop, 1, 0.2, stop=flag).result() == ("done", 1)  # not set: runs out
+        running = e.submit(wait_for_stop, 1, 60, stop=flag)
+        time.sleep(1)
+        flag.set()
+        assert running.result(timeout=30) == ("stopped", 1)
+        workers = e.ask_workers(os.getpid)
+        assert len(set(workers)) == 2 and set(workers) <= set(dask_cluster.pids())

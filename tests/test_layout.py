@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "expkit"
 #: listed (by its dotted name or a package prefix ending in ".").
 STAGES = [
     ["expkit.errors", "expkit._lazy", "expkit.paths", "expkit.files", "expkit.formatting",
-     "expkit.domains", "expkit.engine"],
+     "expkit.domains", "expkit.engine", "expkit.engine."],
     ["expkit.data", "expkit.sql", "expkit.datasets."],
     ["expkit.schema"],
     ["expkit.profiling", "expkit.drift"],
@@ -23,7 +23,7 @@ STAGES = [
     ["expkit.models."],
     ["expkit.db", "expkit.templates"],
     ["expkit.run", "expkit.runs", "expkit.report", "expkit.tracking"],
-    ["expkit.execute", "expkit.watch"],
+    ["expkit.kernel", "expkit.execute", "expkit.watch"],
     ["expkit.registry"],
     ["expkit.promote"],
     ["expkit.scoring."],

@@ -10,6 +10,7 @@ One module per command group: :mod:`~expkit.cli.run` (run, demo),
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import sys
@@ -61,6 +62,31 @@ class ExpkitGroup(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def cluster_engine(cluster):
+    """The engine of ``--cluster`` (or $EXPKIT_DASK_SCHEDULER), None for this machine.
+
+    A local cluster's worker processes are started ignoring SIGINT: a terminal's Ctrl-C
+    goes to the whole process group and would kill their event loops (tracebacks, work
+    lost); the command stops their work itself, through a stop flag. Ctrl-C during the
+    second or two it takes to start them is ignored too."""
+    from ..engine import cluster_engine as find
+
+    with _ctrl_c_ignored():
+        return find(cluster)
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited by processes started here
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _fail(message: str, code: int, debug: bool) -> int:
     if debug and sys.exc_info()[0] is not None:
         traceback.print_exc()
@@ -70,6 +96,9 @@ def _fail(message: str, code: int, debug: bool) -> int:
 
 runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), default=None,
                                help="Runs folder (default $EXPKIT_RUNS, else runs/ at the project root).")
+cluster_option = click.option("--cluster", default=None, metavar="ADDRESS|local:N",
+                              help="Run on a Dask cluster: a scheduler address (tcp://host:8786), or local:N "
+                                   "for a local cluster of N processes (default $EXPKIT_DASK_SCHEDULER).")
 
 
 @click.group(cls=ExpkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -77,5 +106,9 @@ runs_dir_option = click.option("--runs-dir", type=click.Path(file_okay=False), d
 @click.version_option(package_name="expkit")
 def cli(debug):
     """expkit: explore, run model tournaments per tenant, promote, score and monitor."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if debug else logging.WARNING
+    handler = logging.StreamHandler()
+    handler.setLevel(level)  # libraries that set their own loggers to INFO (Dask) stay quiet too
+    if not debug:  # a local cluster's nannies warn about workers slow to exit when stopped
+        handler.addFilter(lambda record: record.levelno >= logging.ERROR or not record.name.startswith("distributed"))
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler])

@@ -1,13 +1,14 @@
 """``expkit run`` and ``expkit demo``: execute templates, one run per tenant."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
 from ..errors import ConfigError
 from ..formatting import text_table
-from .main import cli, runs_dir_option
+from .main import cli, cluster_engine, cluster_option, runs_dir_option
 
 DEMO_TENANTS = 3
 
@@ -54,13 +55,14 @@ def _done_line(result: dict) -> str:
 
 def _run_watched(template, runs_dir, templates_dir, interval, **kwargs) -> list[dict]:
     """run_template with the runs folder named first and live progress lines per tenant."""
-    from ..execute import run_template
+    from ..execute import check_runs_dir, run_template
     from ..paths import runs_dir_source
     from ..templates import find_template
     from ..watch import Watcher
 
     name = find_template(template, templates_dir).stem
     root, why = runs_dir_source(runs_dir)
+    check_runs_dir(root)  # a runs folder that cannot be used is the one line the user sees
     click.echo(f"runs folder {root} ({why})", err=True)
     with Watcher(root, name, lambda text: click.echo(text, err=True), interval=interval) as watcher:
         return run_template(template, runs_dir=runs_dir, templates_dir=templates_dir,
@@ -104,15 +106,16 @@ def _tenant_list(tenant, tenants, tenants_from) -> list | None:
 @click.option("--tenants", default=None, help="Comma-separated tenants: one run each.")
 @click.option("--tenants-from", default=None, metavar="FILE:COLUMN",
               help="One run per distinct value of COLUMN in FILE.")
-@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
-              help="Runs executed at once (one kernel each).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Runs executed at once, one kernel each [default: 1; on a cluster, one per worker thread].")
+@cluster_option
 @click.option("--templates-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of templates (default ./templates, then the bundled ones).")
 @progress_option
 @mlflow_option
 @runs_dir_option
-def run(template, params, params_file, tenant, tenants, tenants_from, workers, templates_dir, interval,
-        mlflow, runs_dir):
+def run(template, params, params_file, tenant, tenants, tenants_from, workers, cluster, templates_dir,
+        interval, mlflow, runs_dir):
     """Execute TEMPLATE (a name or an .ipynb) with papermill, one run per tenant.
 
     While the runs work, a line per tenant says which notebook.ipynb is being written,
@@ -124,9 +127,11 @@ def run(template, params, params_file, tenant, tenants, tenants_from, workers, t
             raise ConfigError(f"parameter {name!r} is given twice")
         strings[name] = value
     values = _read_params_file(params_file) if params_file else {}
-    results = _run_watched(template, runs_dir, templates_dir, interval, strings=strings, values=values,
-                           tenants=_tenant_list(tenant, tenants, tenants_from), workers=workers,
-                           mlflow=mlflow)
+    where = cluster_engine(cluster)
+    with where or contextlib.nullcontext():
+        results = _run_watched(template, runs_dir, templates_dir, interval, strings=strings, values=values,
+                               tenants=_tenant_list(tenant, tenants, tenants_from), workers=workers,
+                               mlflow=mlflow, cluster=where)
     return _print_results(results)
 
 
@@ -154,19 +159,22 @@ def _read_params_file(path) -> dict:
 @click.option("--rows", type=click.IntRange(200), default=3000, show_default=True,
               help="Demo leads rows (all tenants).")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True)
+@cluster_option
 @progress_option
 @mlflow_option
 @runs_dir_option
-def demo(n_tenants, budget, rows, workers, interval, mlflow, runs_dir):
+def demo(n_tenants, budget, rows, workers, cluster, interval, mlflow, runs_dir):
     """Run the tournament template on the bundled demo leads, one run per tenant."""
     from ..datasets import leads
 
     tenants = sorted(leads(n_rows=rows, n_tenants=n_tenants, seed=0)["tenant"].astype(str).unique())
     click.echo(f"tournament template on {rows} demo leads, tenants {', '.join(tenants)}, "
                f"budget {budget}s each, {workers} at a time ...", err=True)
-    results = _run_watched("tournament", runs_dir, None, interval,
-                           values={"budget": budget, "n_rows": rows, "n_tenants": n_tenants},
-                           tenants=tenants, workers=workers, mlflow=mlflow)
+    where = cluster_engine(cluster)
+    with where or contextlib.nullcontext():
+        results = _run_watched("tournament", runs_dir, None, interval,
+                               values={"budget": budget, "n_rows": rows, "n_tenants": n_tenants},
+                               tenants=tenants, workers=workers, mlflow=mlflow, cluster=where)
     code = _print_results(results)
     click.echo("\nreports:")
     for r in results:

@@ -1,11 +1,12 @@
 """``expkit score`` and ``expkit feedback``."""
 from __future__ import annotations
 
+import contextlib
 import time
 
 import click
 
-from .main import cli, runs_dir_option
+from .main import cli, cluster_engine, runs_dir_option
 
 
 @cli.command()
@@ -48,10 +49,12 @@ def score(input, output, query, table, if_exists, app, tenant, run_id, reasons, 
 
     dataset = output_kind(output) == "dataset"  # said before the model is loaded and the input read
     check_writable(str(output).rstrip("/\\") if dataset else output, folder=dataset)
-    record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
-                        reasons=reasons, keep=[c.strip() for k in keep for c in k.split(",")],
-                        runs_dir=runs_dir, n_jobs=jobs, cluster=cluster, raw_text=raw_text, query=query,
-                        table=table, if_exists=if_exists)
+    where = cluster_engine(cluster)
+    with where or contextlib.nullcontext():
+        record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,
+                            reasons=reasons, keep=[c.strip() for k in keep for c in k.split(",")],
+                            runs_dir=runs_dir, n_jobs=jobs, cluster=where, raw_text=raw_text, query=query,
+                            table=table, if_exists=if_exists)
     secs = time.perf_counter() - start
     click.echo(f"scored {record['rows']:,} rows with {app}/{tenant or '-'} model {record['version']} "
                f"in {secs:.1f}s ({record['rows'] / max(secs, 1e-9):,.0f} rows/s) -> {record['output']} "
