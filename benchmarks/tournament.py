@@ -242,7 +242,7 @@ def markdown(result) -> str:
     m = result["machine"]
     lines += ["", f"Machine: {m['processor']}, {m['cpus']} CPUs, {m['platform']}, Python {m['python']}, "
                   f"scikit-learn {m['scikit-learn']}, LightGBM {m['lightgbm']}, FLAML {m['flaml']}.",
-              f"Load before: {result['uptime_before']}", f"Load after: {result['uptime_after']}"]
+              f"Load before: {result.get('uptime_before')}", f"Load after: {result.get('uptime_after')}"]
     return "\n".join(lines)
 
 
@@ -254,8 +254,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="one seed and a 30 s budget (for development)")
     ap.add_argument("--tenants", action="store_true", help="also the per-tenant run on the demo leads")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="print the table of earlier result files (rows pooled) instead of running")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
+    if args.report:
+        return report(args.report)
     if not SHARED.is_dir():
         print(f"shared datasets not found at {SHARED} (set EXPKIT_SHARED_DATA); tournament benchmark skipped",
               file=sys.stderr)
@@ -282,6 +286,8 @@ def main(argv=None):
                 print(f"  expkit {ex['auroc']:.4f} ({ex['winner']}, {ex['seconds']:.1f} s)  "
                       f"flaml {fl['auroc'] if fl else float('nan'):.4f}  hgb {hgb['auroc']:.4f}",
                       file=sys.stderr, flush=True)
+                write_json(args.out, {"partial": True, "machine": machine(), "uptime_before": before,
+                                      "rows": rows})  # a stopped benchmark keeps what it measured
     tenants = run_tenants(budgets[-1], 4000) if args.tenants else None
     result = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "quick": args.quick, "budgets": budgets, "seeds": seeds, "holdout": HOLDOUT,
@@ -289,6 +295,16 @@ def main(argv=None):
               "tenants": tenants}
     write_json(args.out, result)
     print(markdown(result))
+    return 0
+
+
+def report(files) -> int:
+    """Print the markdown table of the rows pooled from earlier result files."""
+    results = [json.loads(Path(f).read_text()) for f in files]
+    rows = [row for r in results for row in r["rows"]]
+    pooled = {**results[-1], "rows": rows, "summary": summary(rows),
+              "budgets": sorted({row["budget"] for row in rows}), "seeds": sorted({row["seed"] for row in rows})}
+    print(markdown(pooled))
     return 0
 
 
