@@ -125,12 +125,13 @@ class Search:
         ``reserve(search) -> seconds`` the rest of the call needs after the search; the
         search's deadline is ``end`` minus it, updated after every trial.
     label : str or None
-        Tenant label (in the study name and the progress bar).
-    progress : bool
+        Tenant label (part of the study name).
+    progress : progress.Bar or None
+        The bar told of each finished trial.
     """
 
     def __init__(self, cfg, *, target, task, metric, classes, schema, seed, n_jobs, end, imbalance,
-                 rows, reserve=None, label=None, progress=False):
+                 rows, reserve=None, label=None, progress=None):
         self.cfg, self.target = cfg, target
         self.task, self.metric, self.classes, self.schema = task, metric, classes, schema
         self.seed, self.n_jobs, self.end = seed, n_jobs, end
@@ -329,27 +330,27 @@ class Search:
         if self.deadline <= time.monotonic() and not self._have_winner:
             log.warning("featurizing the folds used the whole budget; running one trial to get a winner")
             remaining, timeout = 1, None
-        bar = _progress_bar(self.progress, remaining, self.label)
+        bar = self.progress
+        done = len(finished)
+        if bar is not None and done:  # a resumed study
+            bar.trial(done, study.best_value if self._have_winner else None,
+                      study.best_trial.params["family"] if self._have_winner else None)
 
         def tick(study, trial):
+            nonlocal done
             self.update_deadline()
             if time.monotonic() >= self.deadline or self._out_of_time:
                 study.stop()
             if bar is not None:
-                bar.update(1)
-                if self._have_winner:
-                    bar.set_postfix_str(f"best {self.metric.name}={study.best_value:.4f} "
-                                        f"({study.best_trial.params['family']})")
+                done += 1
+                best = study.best_trial if self._have_winner else None
+                bar.trial(done, best.value if best else None, best.params["family"] if best else None)
 
         if remaining != 0:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                try:
-                    study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
-                                   callbacks=[tick, *(cfg.callbacks or [])])
-                finally:
-                    if bar is not None:
-                        bar.close()
+                study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,),
+                               callbacks=[tick, *(cfg.callbacks or [])])
         self.ran_out_of_time = self._out_of_time or time.monotonic() >= self.deadline
         return study
 
@@ -448,10 +449,3 @@ def _rdb_storage(url: str, attempts: int = 5):
                                   hint="check the URL, the server and the user's rights") from None
             time.sleep(0.2 * (attempt + 1))
 
-
-def _progress_bar(enabled, total, label):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=f"tournament{f' [{label}]' if label else ''}", unit="trial",
-                leave=True)

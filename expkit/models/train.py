@@ -29,6 +29,7 @@ from .budget import INSIGHTS_SECONDS, Plan, too_small
 from .calibration import scores_of
 from .insights import Explainer, field_importance
 from .leaderboard import NOT_TRIED, leaderboard, trials_frame
+from .progress import Bar
 from .result import TournamentResult
 from .search import Search
 
@@ -148,6 +149,7 @@ class Training:
         self.raw_filter = raw_filter
         self.timings: dict[str, float] = {}
         self.search = None
+        self.bar = None
 
     def execute(self) -> TournamentResult:
         from threadpoolctl import threadpool_limits
@@ -155,7 +157,15 @@ class Training:
         # one OpenMP/BLAS thread per fit: OpenMP threads waiting for each other on a busy
         # machine made histogram boosting 15-50x slower than one thread (see estimators.py)
         with threadpool_limits(limits=1):
-            return self._execute()
+            try:
+                result = self._execute()
+            except BaseException:
+                if self.bar is not None:
+                    self.bar.close(finished=False)
+                raise
+        if self.bar is not None:
+            self.bar.close()
+        return result
 
     def _lap(self, name, since) -> float:
         now = time.monotonic()
@@ -168,6 +178,9 @@ class Training:
         data = prepare(self.df, self.target, cfg.task, self.drop)
         self.task = data.task
         self.metric = evaluate.resolve_metric(cfg.metric, self.task)
+        if self.progress:
+            self.bar = Bar(budget=self.budget, n_trials=cfg.n_trials, started=self.started,
+                           metric=self.metric.name, label=self.label)
         classification = self.task != "regression"
         self.schema = self.schema.select(data.X.columns)
         frame = data.X.assign(**{self.target: data.y})
@@ -189,7 +202,7 @@ class Training:
         t, started = self._lap("prepare", self.started), datetime.now()
         search = Search(cfg, target=self.target, task=self.task, metric=self.metric, classes=self.classes,
                         schema=self.schema, seed=self.seed, n_jobs=self.n_jobs, end=end, imbalance=self.imbalance,
-                        rows=plan.rows, reserve=plan.reserve, label=self.label, progress=self.progress)
+                        rows=plan.rows, reserve=plan.reserve, label=self.label, progress=self.bar)
         self.search = search
         folds = search.folds(Xs, ys)
         self.timings["featurize"] = time.monotonic() - t
@@ -202,6 +215,8 @@ class Training:
             fold.views = {k: v for k, v in fold.views.items() if k in needed}
         study = search.run(fams, folds, fingerprint=fingerprint(frame))
         t = self._lap("search", t)
+        if self.bar is not None:
+            self.bar.stage("ensemble, refit, evaluation")
 
         trials = trials_frame(study)
         if not any(tr.state == optuna.trial.TrialState.COMPLETE for tr in study.trials):
