@@ -24,6 +24,23 @@ TABLE_CSS = (
 )
 
 
+#: Score columns whose best value tables show in bold, and which way is best (a column
+#: also counts when its name ends with ``_<name>``, e.g. ``oof_auroc``).
+BEST = {"auroc": "max", "roc_auc": "max", "aupr": "max", "average_precision": "max", "f1": "max",
+        "f1_macro": "max", "accuracy": "max", "balanced_accuracy": "max", "r2": "max", "log_loss": "min",
+        "brier": "min", "rmse": "min", "mae": "min"}
+
+
+def best_columns(columns, metric: str | None = None) -> dict:
+    """``{column: "max" | "min"}`` of the score columns among ``columns`` (:data:`BEST`);
+    ``best_cv`` goes the way of the ranking ``metric`` (default: higher is better)."""
+    best = {c: how for c in columns for name, how in BEST.items()
+            if str(c) == name or str(c).endswith(f"_{name}")}
+    if "best_cv" in columns:
+        best["best_cv"] = next((how for n, how in BEST.items() if str(metric or "").endswith(n)), "max")
+    return best
+
+
 def missing(value) -> bool:
     """None, NaN, NaT or pandas' NA."""
     if value is None:
@@ -112,3 +129,24 @@ def text_table(records: Sequence[Mapping], columns: Sequence[str], missing_text:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
     return "\n".join(lines)
+
+
+class Table:
+    """A DataFrame (or records) shown for people: :func:`html_table` in notebooks (best per
+    score column in bold with ``best=``), :func:`text_table` elsewhere; ``index=True``
+    keeps the DataFrame's index as the first column."""
+
+    def __init__(self, data, columns: Sequence | None = None, *, best: Mapping[str, str] | None = None,
+                 index: bool = False):
+        if hasattr(data, "reset_index") and index:
+            data = data.reset_index()
+        self.records = data.to_dict("records") if hasattr(data, "to_dict") else list(data)
+        self.columns = list(columns or (data.columns if hasattr(data, "columns")
+                                        else (self.records[0].keys() if self.records else [])))
+        self.best = best
+
+    def _repr_html_(self) -> str:
+        return html_table(self.records, self.columns, best=self.best)
+
+    def __repr__(self) -> str:
+        return text_table(self.records, [str(c) for c in self.columns])

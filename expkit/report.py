@@ -19,7 +19,7 @@ import nbformat
 import pandas as pd
 
 from .files import write_text
-from .formatting import fmt, html_table
+from .formatting import best_columns, fmt, html_table
 
 log = logging.getLogger(__name__)
 _NBCONVERT_LOG = logging.getLogger(__name__ + ".nbconvert")  # quiet: warns about image alt text
@@ -51,11 +51,6 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block extra_css -%}<style type="text/css">""" + CSS + """</style>{%- endblock extra_css -%}
 """
-#: Score columns of a leaderboard whose best value is shown in bold, and which way is best
-#: (a column also counts when its name ends with one of these, e.g. ``oof_auroc``).
-BEST = {"auroc": "max", "roc_auc": "max", "aupr": "max", "average_precision": "max", "f1": "max",
-        "accuracy": "max", "balanced_accuracy": "max", "r2": "max", "log_loss": "min", "brier": "min",
-        "rmse": "min", "mae": "min"}
 #: Leaderboard columns that are not shown in the report's opening.
 _HIDDEN = ("best_params", "best_trial")
 
@@ -183,14 +178,10 @@ def _leaderboard(path: Path, metrics: Mapping) -> str:
 
 
 def leaderboard_html(board: pd.DataFrame, metrics: Mapping | None = None) -> str:
-    """A leaderboard as HTML with the best value of each score column in bold (:data:`BEST`;
-    ``best_cv`` goes the way of the ranking metric named in ``metrics``)."""
-    best = {c: how for c in board.columns for name, how in BEST.items()
-            if str(c) == name or str(c).endswith(f"_{name}")}
-    if "best_cv" in board.columns:
-        name = str((metrics or {}).get("metric") or "")
-        best["best_cv"] = next((how for n, how in BEST.items() if name.endswith(n)), "max")
-    return html_table(board, best=best)
+    """A leaderboard as HTML with the best value of each score column in bold
+    (:func:`expkit.formatting.best_columns`; ``best_cv`` goes the way of the ranking
+    metric named in ``metrics``)."""
+    return html_table(board, best=best_columns(list(board.columns), (metrics or {}).get("metric")))
 
 
 def _short(value, limit: int = 160) -> str:

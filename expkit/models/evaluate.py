@@ -161,6 +161,37 @@ def holdout_metrics(task: str, y: np.ndarray, scores: np.ndarray, threshold: flo
     return out
 
 
+def oof_metrics(task: str, y: np.ndarray, scores: np.ndarray) -> dict:
+    """Out-of-fold metrics of one configuration, for the leaderboard (PyCaret's columns).
+
+    binary: auroc, aupr, log_loss, brier (NaN when the scores are not probabilities)
+    and f1 at the threshold that maximises it (the rule that sets the winner's
+    threshold); multiclass: auroc (macro one-vs-rest), log_loss, accuracy, f1_macro;
+    regression: r2, rmse, mae.
+    """
+    y = np.asarray(y)
+    s = np.asarray(scores, dtype=float)
+    if task == "regression":
+        return {"r2": float(skm.r2_score(y, s)), "rmse": _rmse(y, s),
+                "mae": float(skm.mean_absolute_error(y, s))}
+    proba = bool(np.all((s >= 0) & (s <= 1)))
+    if task == "multiclass":
+        p = _normalise(s)
+        pred = np.argmax(p, axis=1)
+        try:
+            auc = float(_auroc(y, p))
+        except ValueError:
+            auc = float("nan")
+        return {"auroc": auc, "log_loss": float(_log_loss(y, p)) if proba else float("nan"),
+                "accuracy": float(skm.accuracy_score(y, pred)),
+                "f1_macro": float(skm.f1_score(y, pred, average="macro", zero_division=0))}
+    pred = (s >= f1_threshold(y, s)).astype(int)
+    return {"auroc": binary_auroc(y, s), "aupr": float(skm.average_precision_score(y, s)),
+            "log_loss": float(_log_loss(y, s)) if proba else float("nan"),
+            "brier": float(skm.brier_score_loss(y, s)) if proba else float("nan"),
+            "f1": float(skm.f1_score(y, pred, zero_division=0))}
+
+
 # -- above chance ---------------------------------------------------------------
 
 def delong(y: np.ndarray, p: np.ndarray, alpha: float = 0.05) -> dict:
@@ -378,5 +409,5 @@ def choose_calibration(scores: np.ndarray, y: np.ndarray, n_classes: int,
     return best, preds[best], table
 
 
-__all__ = ["METRICS", "Metric", "resolve_metric", "holdout_metrics", "f1_threshold", "delong",
+__all__ = ["METRICS", "Metric", "resolve_metric", "holdout_metrics", "oof_metrics", "f1_threshold", "delong",
            "chance_test", "score_buckets", "choose_calibration", "CALIBRATIONS", "calibration_input"]

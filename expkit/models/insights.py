@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 
 _NUMERIC = ("numeric", "integer")
+#: Score changes below this share of a record's score (at least of 1) count as none.
+NOISE = 1e-6
 _MODE = ("binary", "categorical")
 
 
@@ -166,7 +168,8 @@ class Explainer:
         DataFrame
             Indexed like ``df``: ``score``, then ``reason_i`` (field) and
             ``impact_i`` (score minus the score with that field at its baseline;
-            positive means the field's value raised the score) for i = 1..k.
+            positive means the field's value raised the score; changes below
+            :data:`NOISE` of the score are 0) for i = 1..k.
         """
         frame = df.reset_index(drop=True)
         base = np.asarray(predict(frame), dtype=float)
@@ -184,6 +187,8 @@ class Explainer:
             if column is not None:
                 s = s[np.arange(len(s)), column]
             impacts[:, j] = base - s
+        # differences at the level of floating-point noise (1e-8 of a probability) are no reason
+        impacts[np.abs(impacts) <= NOISE * np.maximum(np.abs(base), 1.0)[:, None]] = 0.0
         out = pd.DataFrame({"score": base}, index=df.index)
         k = min(k, len(fields))
         order = np.argsort(-np.abs(impacts), axis=1, kind="stable")[:, :k]

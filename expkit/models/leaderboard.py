@@ -5,13 +5,17 @@ before their first fold (or that never got a trial) is listed as ``"not tried
 (budget)"`` and not ranked; a family cut at the deadline (or pruned) before any
 trial finished shows its best partial cross-validation score with the folds it
 took, ranked after the families with a full score; an ensemble of the best
-configurations is a row of its own.
+configurations is a row of its own. :func:`with_oof_metrics` adds PyCaret's
+columns (AUROC, AUPR, log loss, Brier, F1...) computed from the out-of-fold scores
+the search kept for each row's best trial: no model is fitted again.
 """
 from __future__ import annotations
 
 import numpy as np
 import optuna
 import pandas as pd
+
+from .evaluate import oof_metrics
 
 NOT_TRIED = "not tried (budget)"
 COLUMNS = ["rank", "family", "status", "best_cv", "cv_std", "folds", "trials", "complete", "pruned",
@@ -115,3 +119,29 @@ def leaderboard(trials: pd.DataFrame, metric, families=None, n_folds=None, ensem
     board.insert(0, "rank", pd.array(np.where(ranked, np.cumsum(ranked), 0), dtype="Int64"))
     board.loc[~ranked, "rank"] = pd.NA
     return board.drop(columns=["_order", "_key", "_first"]).reset_index(drop=True)[COLUMNS]
+
+
+def with_oof_metrics(board: pd.DataFrame, oof: dict, y: np.ndarray, task: str,
+                     ensemble_oof: np.ndarray | None = None) -> pd.DataFrame:
+    """``board`` with ``oof_<metric>`` columns after ``cv_std`` (:func:`evaluate.oof_metrics`).
+
+    Parameters
+    ----------
+    oof : dict
+        ``{trial number: out-of-fold scores}`` the search kept.
+    y : ndarray
+        Labels (class codes) of the search rows, in the order of the scores.
+    ensemble_oof : ndarray, optional
+        Out-of-fold scores of the ensemble row.
+
+    Rows without kept scores (partial, not tried, a resumed study's) get blanks.
+    """
+    rows = []
+    for _, row in board.iterrows():
+        scores = ensemble_oof if row["family"] == "ensemble" else oof.get(
+            None if pd.isna(row["best_trial"]) else int(row["best_trial"]))
+        complete = row["status"] == "complete" or str(row["status"]).startswith("ensemble")
+        rows.append(oof_metrics(task, y, scores) if scores is not None and complete else {})
+    extra = pd.DataFrame(rows, index=board.index).add_prefix("oof_")
+    at = list(board.columns).index("cv_std") + 1
+    return pd.concat([board.iloc[:, :at], extra, board.iloc[:, at:]], axis=1)

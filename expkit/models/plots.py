@@ -46,6 +46,8 @@ def optimization_history(trials: pd.DataFrame, metric: str, direction: str = "ma
         best = done["value"].cummax() if direction == "maximize" else done["value"].cummin()
         ax.step(done["number"], best, where="post", color="black", lw=1.2, label="best so far")
         ax.legend(fontsize=7, loc="best")
+        ax.set_xlim(-0.5, max(int(done["number"].max()), 1) + 0.5)  # one trial: not an axis around 0
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial")
     ax.set_ylabel(metric)
     return fig
@@ -140,6 +142,83 @@ def predicted_vs_observed(y: np.ndarray, pred: np.ndarray) -> Figure:
     return fig
 
 
+def gain_lift(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> Figure:
+    """Cumulative gain and lift by decile of the positive-class score (binary): the share of
+    all positives found in the top x% of scores, and how many times the base rate that is."""
+    y = np.asarray(y).astype(int)
+    order = np.argsort(-np.asarray(p, dtype=float), kind="stable")
+    found = np.cumsum(y[order]) / max(y.sum(), 1)
+    share = np.arange(1, len(y) + 1) / len(y)
+    fig = Figure(figsize=(9.0, 3.8), layout="constrained")
+    gain, lift = fig.subplots(1, 2)
+    gain.set_title("Cumulative gain")
+    gain.plot(np.r_[0, share], np.r_[0, found], label="model")
+    gain.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="random")
+    gain.plot([0, y.mean(), 1], [0, 1, 1], ls=":", color="#2a7d2a", lw=1, label="perfect")
+    gain.set_xlabel("share of rows, highest scores first")
+    gain.set_ylabel("share of positives found")
+    gain.legend(fontsize=8, loc="lower right")
+    cuts = np.linspace(0, len(y), n_bins + 1).astype(int)[1:]
+    cuts = cuts[cuts > 0]
+    lifts = found[cuts - 1] / share[cuts - 1]
+    lift.set_title("Lift")
+    lift.bar(np.arange(1, len(cuts) + 1) * (100 // n_bins), lifts, width=100 / n_bins * 0.8, color="#4c72b0")
+    lift.axhline(1, ls="--", color="grey", lw=1)
+    lift.set_xlabel("top % of rows by score")
+    lift.set_ylabel("lift (x the base rate)")
+    return fig
+
+
+def confusion(y: np.ndarray, scores: np.ndarray, classes, threshold: float = 0.5) -> Figure:
+    """Confusion matrix of the hold-out at the decision threshold (binary) or the most
+    likely class (multiclass), counts with the share of each true class."""
+    s = np.asarray(scores, dtype=float)
+    pred = (s >= threshold).astype(int) if s.ndim == 1 else np.argmax(s, axis=1)
+    labels = [str(c) for c in classes]
+    title = f"Confusion matrix (threshold {threshold:.3g})" if s.ndim == 1 else "Confusion matrix"
+    fig, ax = _figure(title, size=(5.2, 4.2))
+    matrix = skm.confusion_matrix(y, pred, labels=np.arange(len(labels)))
+    skm.ConfusionMatrixDisplay(matrix, display_labels=labels).plot(ax=ax, cmap="Blues", colorbar=False,
+                                                                   values_format=",d")
+    ax.set_title(title)
+    return fig
+
+
+def threshold_metrics(y: np.ndarray, p: np.ndarray, threshold: float | None = None) -> Figure:
+    """Precision, recall and F1 of the positive class against the decision threshold (binary),
+    with the chosen threshold marked."""
+    fig, ax = _figure("Precision, recall and F1 by threshold")
+    precision, recall, cuts = skm.precision_recall_curve(y, p)
+    precision, recall = precision[:-1], recall[:-1]
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    for name, values in (("precision", precision), ("recall", recall), ("F1", f1)):
+        ax.plot(cuts, values, label=name)
+    if threshold is not None:
+        ax.axvline(threshold, ls="--", color="black", lw=1, label=f"threshold {threshold:.3g}")
+    ax.set_xlabel("threshold")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+def message(title: str, text: str) -> Figure:
+    """A figure that says why there is nothing to plot."""
+    fig, ax = _figure(title, size=(6.0, 2.0))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=10)
+    return fig
+
+
+def titled(figs: dict, label) -> dict:
+    """``figs`` with `` · <label>`` after each axes' title (a tenant's figures)."""
+    if label:
+        for fig in figs.values():
+            for ax in fig.axes:
+                if ax.get_title():
+                    ax.set_title(f"{ax.get_title()} · {label}")
+    return figs
+
+
 def _one_vs_rest(y, scores, classes):
     scores = np.asarray(scores)
     if scores.ndim == 1:
@@ -152,4 +231,5 @@ def _one_vs_rest(y, scores, classes):
 
 
 __all__ = ["leaderboard", "optimization_history", "roc", "precision_recall", "calibration",
-           "score_distribution", "importance", "predicted_vs_observed"]
+           "score_distribution", "importance", "predicted_vs_observed", "gain_lift", "confusion",
+           "threshold_metrics", "message", "titled"]

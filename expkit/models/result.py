@@ -12,6 +12,7 @@ import pandas as pd
 
 from .. import _lazy
 from ..files import jsonable, versions, write_csv, write_json, write_png
+from ..formatting import Table, best_columns, fmt
 from .bundle import save_model
 
 _HEADLINE = {"binary": "auroc", "multiclass": "auroc", "regression": "r2"}
@@ -27,7 +28,9 @@ class TournamentResult:
         of the refitted winner (as searched, except what the family's refit hook fixes, e.g.
         histogram boosting's iterations)
     leaderboard : DataFrame, one row per family (rank = finish order), best CV ± std,
-        trial counts, fit time, best params
+        out-of-fold metrics of the family's best trial (``oof_auroc``, ``oof_aupr``,
+        ``oof_log_loss``, ``oof_brier``, ``oof_f1``; regression ``oof_r2``, ``oof_rmse``,
+        ``oof_mae``), trial counts, fit time, best params
     trials : DataFrame, every trial of the study
     metric, direction, cv_score, cv_std : the ranking metric and the winner's CV score
     metrics : dict, hold-out metrics
@@ -83,6 +86,8 @@ class TournamentResult:
     ensemble: dict | None = None
     refit: dict | None = None
     holdout_pipeline: object = field(repr=False, default=None)
+    #: the study's trials (optuna FrozenTrial), for :meth:`plot_search`
+    study_trials: list | None = field(repr=False, default=None)
 
     # -- derived --------------------------------------------------------------------
     @property
@@ -152,9 +157,11 @@ class TournamentResult:
         return dict(zip(gone["field"], gone["reason"]))
 
     # -- figures and saving -------------------------------------------------------------
-    def figures(self) -> dict:
-        """``{name: matplotlib Figure}``: leaderboard, optimization history and the
-        evaluation figures that fit the task."""
+    def figures(self, search: bool = True) -> dict:
+        """``{name: matplotlib Figure}``: leaderboard, optimization history, the hold-out
+        evaluation figures that fit the task (binary: ROC, precision-recall, calibration,
+        cumulative gain and lift, confusion matrix at the threshold, precision/recall/F1 by
+        threshold) and, with ``search``, :meth:`plot_search`'s. A tenant's figures name it."""
         from . import plots
 
         figs = {"leaderboard": plots.leaderboard(self.leaderboard, self.metric),
@@ -168,9 +175,32 @@ class TournamentResult:
             figs["precision_recall"] = plots.precision_recall(y, scores, self.classes)
             if self.task == "binary":
                 figs["calibration"] = plots.calibration(y, scores, raw)
+                figs["gain_lift"] = plots.gain_lift(y, scores)
+                figs["threshold_metrics"] = plots.threshold_metrics(y, scores, self.threshold)
+            figs["confusion_matrix"] = plots.confusion(y, scores, self.classes, self.threshold)
         figs["score_distribution"] = plots.score_distribution(self.score_buckets)
         figs["importance"] = plots.importance(self.importance)
+        plots.titled(figs, self.label)
+        if search:
+            figs.update(self.plot_search())
         return figs
+
+    def plot_search(self, family: str | None = None) -> dict:
+        """What the search learnt about ``family``'s hyperparameters (default: the best single
+        model's family): ``{"search_importances", "search_parallel_coordinate",
+        "search_slice"}`` figures by Optuna's matplotlib views. With too few trials each
+        figure says so. ``study.log`` in a run folder holds the same study for optuna-dashboard."""
+        from . import plots
+        from .search_insight import search_figures
+
+        if family is None:
+            ranked = self.leaderboard[(self.leaderboard["family"] != "ensemble")
+                                      & (self.leaderboard["status"] == "complete")]
+            family = ranked["family"].iloc[0] if len(ranked) else self.winner
+        if not self.study_trials:
+            return plots.titled({"search_importances": plots.message(
+                "Search", "the study's trials were not kept with this result")}, self.label)
+        return plots.titled(search_figures(self.study_trials, family, self.metric, self.direction), self.label)
 
     def summary(self) -> dict:
         """Metrics, verdict and settings as one JSON-able dict (metrics.json)."""
@@ -212,9 +242,10 @@ class TournamentResult:
         ct = self.chance_test
         verdict = ("above chance" if self.above_chance else "NOT above chance")
         colour = "#2a7d2a" if self.above_chance else "#b03030"
-        metrics = ", ".join(f"{k}={v:.4f}" for k, v in self.metrics.items()
+        metrics = ", ".join(f"{k} {fmt(v)}" for k, v in self.metrics.items()
                             if isinstance(v, float) and k != "n")
-        board = self.leaderboard.drop(columns=["best_params"]).head(12)
+        shown = self.leaderboard.drop(columns=["best_params", "best_trial"], errors="ignore").head(12)
+        board = Table(shown, best=best_columns(list(shown.columns), self.metric))
         calib = ""
         if self.calibration and self.calibration.get("before"):
             b, a = self.calibration["before"], self.calibration["after"]
@@ -238,8 +269,9 @@ class TournamentResult:
                       + "</p>")
         return (f"<div><h4>Tournament{f' [{html.escape(self.label)}]' if self.label else ''}: "
                 f"{html.escape(self.task)} on <code>{html.escape(self.target)}</code></h4>"
-                f"<p><b>Winner</b>: {html.escape(self.winner)} (CV {self.metric} {self.cv_score:.4f} ± "
-                f"{self.cv_std:.4f}); <b>hold-out {name}</b> {value:.4f} "
+                f"<p><b>Winner</b>: {html.escape(self.winner)} (CV {self.metric} {fmt(self.cv_score)}"
+                f"{'' if self.cv_std != self.cv_std else ' ± ' + fmt(self.cv_std)}); "
+                f"<b>hold-out {name}</b> {fmt(value)} "
                 f"<span style='color:{colour}'><b>{verdict}</b></span> "
                 f"({html.escape(str(ct.get('method')))} CI {ct.get('ci_low', float('nan')):.3f}–"
                 f"{ct.get('ci_high', float('nan')):.3f}, p={ct.get('p_value', float('nan')):.3g})</p>"

@@ -28,7 +28,7 @@ from . import families as registry
 from .budget import INSIGHTS_SECONDS, Plan, too_small
 from .calibration import scores_of
 from .insights import Explainer, field_importance
-from .leaderboard import NOT_TRIED, leaderboard, trials_frame
+from .leaderboard import NOT_TRIED, leaderboard, trials_frame, with_oof_metrics
 from .progress import Bar
 from .result import TournamentResult
 from .search import Search
@@ -230,6 +230,9 @@ class Training:
                             ensemble=choice.ensemble)
         if not search.ran_out_of_time:
             board["status"] = board["status"].replace(NOT_TRIED, "not tried (stopped)")
+        shipped = len(choice.members) > 1
+        board = with_oof_metrics(board, {n: kept[1] for n, kept in search.oof.items()}, ys, self.task,
+                                 ensemble_oof=choice.oof if shipped else None)
         note = self._budget_note(search, fams, board, len(folds))
 
         # -- refit on the training rows, calibrate, evaluate once on the hold-out ------------
@@ -310,7 +313,7 @@ class Training:
             holdout=(yte_codes, scores, raw), train_frame=full_frame,
             label=self.label, study_name=search.study_name, seed=self.seed, search_started=started,
             budget_note=note, raw_filter=self.raw_filter, ensemble=choice.ensemble, refit=refit,
-            holdout_pipeline=pipeline)
+            holdout_pipeline=pipeline, study_trials=study.get_trials(deepcopy=False))
 
     def _budget_note(self, search, fams, board, n_folds) -> str | None:
         """The too-small-budget message, when the budget ended the search before every
