@@ -33,7 +33,10 @@ def test_tournament_template_end_to_end(runs_dir):
     assert result.exit_code == 0, result.output + result.stderr
     (folder,) = [p for p in runs_dir.iterdir() if p.is_dir()]
     for name in ("run.json", "notebook.ipynb", "report.html", "metrics.json", "leaderboard.csv",
-                 "model/model.skops", "model/card.json", "study.log", "figures/roc.png"):
+                 "model/model.skops", "model/card.json", "study.log", "figures/roc.png",
+                 "figures/gain_lift.png", "figures/confusion_matrix.png", "figures/threshold_metrics.png",
+                 "figures/search_importances.png", "figures/search_parallel_coordinate.png",
+                 "figures/search_slice.png"):
         assert (folder / name).is_file(), name
     meta = json.loads((folder / "run.json").read_text())
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -54,6 +57,11 @@ def test_tournament_template_end_to_end(runs_dir):
     heads = [report.index(f"<h2>{h}</h2>") for h in ("Parameters", "Verdict", "Leaderboard", "Details")]
     assert heads == sorted(heads) and report.index("<h2>Details</h2>") < report.index("<h1 id=\"Model-tournament")
     assert "<script src=" not in report and "cdnjs" not in report and "mathjax" not in report.lower()
+    # the leaderboard with out-of-fold metrics, the best of each in bold; the tenant on the model card
+    board = report[report.index("<h2>Leaderboard</h2>"):report.index("<h2>Details</h2>")]
+    assert all(f"<th>oof_{m}</th>" in board for m in ("auroc", "aupr", "log_loss", "brier", "f1"))
+    assert "num best" in board and '<h2 id="Search">' in report
+    assert json.loads((folder / "model" / "card.json").read_text())["tenant"] == "acme"
 
     registry = Registry(runs_dir)
     if metrics["above_chance"]:
