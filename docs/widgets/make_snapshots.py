@@ -1,120 +1,125 @@
-"""Render the expkit widgets to static HTML (and PNG) snapshots for the README.
+"""The README's pictures, from the real widgets and reports in a real browser.
 
-    .venv/bin/python docs/widgets/make_snapshots.py [--embed-js PATH] [--chromium PATH]
+    .venv/bin/python docs/widgets/make_snapshots.py [--out docs/widgets]
 
-Each widget is built on the bundled demo leads and driven by code (values set,
-buttons pressed) as a user would, then saved with ``ipywidgets.embed`` as
-``docs/widgets/<name>.html``: real widget state, rendered by the
-``@jupyter-widgets/html-manager`` script, which those pages load from a CDN.
-
-The PNGs are screenshots of the same pages taken by headless Chromium. With no
-network, pass ``--embed-js`` pointing to ``dist/embed.js`` of the
-``@jupyter-widgets/html-manager`` npm package (``npm pack
-@jupyter-widgets/html-manager@1`` and unpack it); the screenshot pages then load
-it from disk. Without Chromium or the script only the HTML files are written.
+A throw-away project gets one real tournament run (``expkit run tournament`` for a
+demo tenant) and a notebook that builds the three widgets in a state worth
+showing (Explorer with an override, TournamentPanel after a run, RunBrowser with
+two runs compared). JupyterLab runs it in headless Chromium (Playwright driving
+the system's ``chromium``, as the browser test does: tests/browser/lab.py); each
+widget's output is screenshotted, then the run's report.html (its opening, at
+1,280 px) and a few of its figures. Needs ``chromium`` (``apt-get install -y
+chromium``) and the dev extra (playwright, jupyterlab).
 """
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
+import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-import ipywidgets as W
-from ipywidgets.embed import dependency_state, embed_minimal_html
-
 HERE = Path(__file__).resolve().parent
-STYLE = ("<style>body{font-family:-apple-system,'Segoe UI',Roboto,'Helvetica Neue',Arial,"
-         "sans-serif;font-size:13px;margin:12px;background:#fff}</style>")
-# name -> browser window (width, height) for the screenshot
-WINDOWS = {"explorer": (1000, 1250), "tournament_panel": (1000, 1150), "run_browser": (1100, 900)}
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT))
+
+WIDGETS = '''import expkit
+from expkit.widgets import Explorer, RunBrowser, TournamentPanel
+
+df = expkit.datasets.leads(n_rows=1500, n_tenants=3, seed=0)
+explorer = Explorer(df, target="converted", page_size=10)
+explorer.set_type("web_visits", "categorical")
+explorer.select("spend")
+explorer
+---
+panel = TournamentPanel(df, target="converted", budget=40, n_trials=10, schema=explorer, n_jobs=1)
+for name, box in panel.family_boxes.items():
+    box.value = name in ("logistic", "lightgbm", "hist_gradient_boosting")
+panel.run(block=True)
+panel
+---
+browser = RunBrowser()
+browser.select.value = tuple(value for _, value in browser.select.options[:2])
+browser
+'''
 
 
-def build_widgets(workdir: Path) -> dict:
-    """The three widgets in a state worth showing (a finished run, a comparison)."""
-    import expkit
-    from expkit import runs
-    from expkit.widgets import Explorer, RunBrowser, TournamentPanel
-
-    df = expkit.datasets.leads(n_rows=1500, n_tenants=3, seed=0)
-    explorer = Explorer(df, target="converted", page_size=10)
-    explorer.set_type("web_visits", "categorical")
-    explorer.select("spend")
-
-    panel = TournamentPanel(df, target="converted", budget=45, n_trials=8,
-                            schema=explorer.schema, n_jobs=1)
-    for name, box in panel.family_boxes.items():
-        box.value = name in ("logistic", "random_forest", "hist_gradient_boosting")
-    panel.run(block=True)
-
-    runs_root = workdir / "runs"
-    runs_root.mkdir()
-    ids = []
-    for tenant, budget, auroc in (("acme", 30, 0.81), ("globex", 60, 0.77), ("initech", 60, 0.74)):
-        run = runs.Run.create("leads_tournament", tenant=tenant, runs_dir=runs_root,
-                              params={"tenant": tenant, "budget": budget, "n_trials": 20})
-        run.start()
-        run.log_metrics({"metric_name": "auroc", "winner": "logistic", "auroc": auroc,
-                         "log_loss": round(0.9 - auroc / 2, 3)})
-        (run.dir / "report.html").write_text("<html><body>report</body></html>")
-        run.finish("succeeded")
-        ids.append(run.id)
-    failed = runs.Run.create("churn", tenant="acme", runs_dir=runs_root, params={"budget": 30})
-    failed.start()
-    failed.finish("failed", error={"message": "target 'churned' not found"})
-    browser = RunBrowser(runs_root)
-    browser.select.value = tuple(ids[:2])
-    return {"explorer": explorer.widget, "tournament_panel": panel.widget,
-            "run_browser": browser.widget}
+def _notebook(path: Path, cells: list[str]) -> None:
+    path.write_text(json.dumps({
+        "cells": [{"cell_type": "code", "metadata": {}, "source": c.strip(), "outputs": [],
+                   "execution_count": None} for c in cells],
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                    "language": "python"}},
+        "nbformat": 4, "nbformat_minor": 5}))
 
 
-def write_html(name: str, widget: W.Widget, path: Path, embed_url=None) -> None:
-    kwargs = {"requirejs": False, "state": dependency_state([widget])}
-    if embed_url:
-        kwargs.update(embed_url=embed_url, cors=False)
-    embed_minimal_html(path, views=[widget], title=f"expkit widget: {name}", **kwargs)
-    text = path.read_text()
-    path.write_text(text.replace("</head>", STYLE + "</head>", 1))
-
-
-def screenshot(chromium: str, html: Path, png: Path, window) -> None:
-    subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--hide-scrollbars", f"--window-size={window[0]},{window[1]}",
-         "--virtual-time-budget=8000", f"--screenshot={png}", html.as_uri()],
-        check=True, capture_output=True, timeout=120)
-    _trim(png)
+def _runs(root: Path) -> list[Path]:
+    env = {k: v for k, v in os.environ.items() if k not in ("EXPKIT_RUNS", "EXPKIT_DB")}
+    for tenant, budget in (("acme", 30), ("globex", 20)):
+        subprocess.run([sys.executable, "-c", "from expkit.cli import main; main()", "run", "tournament",
+                        "--templates-dir", str(ROOT / "templates"), "--tenant", tenant,
+                        "-p", "n_rows", "3000", "-p", "budget", str(budget)],
+                       cwd=root, env={**env, "MPLBACKEND": "Agg"}, check=True, timeout=900)
+    return sorted(p for p in (root / "runs").iterdir() if (p / "report.html").is_file())
 
 
 def _trim(png: Path, margin: int = 12) -> None:
-    """Crop the white space around the widget."""
+    """Crop the white space right of and below the content."""
     from PIL import Image, ImageChops
 
     img = Image.open(png).convert("RGB")
     bbox = ImageChops.difference(img, Image.new("RGB", img.size, "white")).getbbox()
     if bbox:
-        left, top, right, bottom = bbox
-        img.crop((0, 0, min(img.width, right + margin), min(img.height, bottom + margin))).save(png)
+        img.crop((0, 0, min(img.width, bbox[2] + margin), min(img.height, bbox[3] + margin))).save(png)
 
 
 def main(argv=None) -> int:
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser import lab as L
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--embed-js", type=Path, help="local @jupyter-widgets/html-manager dist/embed.js")
-    ap.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser"))
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
+    chromium = L.find_chromium()
+    if chromium is None:
+        raise SystemExit(f"no Chromium: {L.INSTALL_HINT}")
     with tempfile.TemporaryDirectory() as tmp:
-        widgets = build_widgets(Path(tmp))
-        for name, widget in widgets.items():
-            write_html(name, widget, args.out / f"{name}.html")
-            if args.chromium and args.embed_js:
-                local = Path(tmp) / f"{name}.html"
-                write_html(name, widget, local, embed_url=args.embed_js.resolve().as_uri())
-                screenshot(args.chromium, local, args.out / f"{name}.png", WINDOWS[name])
-            print(f"wrote {args.out / name}.html" + (" and .png" if args.embed_js else ""))
+        root = Path(tmp) / "project"
+        (root / "notebooks").mkdir(parents=True)
+        (root / "expkit.toml").write_text("")
+        runs = _runs(root)
+        _notebook(root / "notebooks" / "widgets.ipynb", WIDGETS.split("---"))
+        server = L.LabServer(root=root, home=Path(tmp) / "home", env={"EXPKIT_RUNS": None, "EXPKIT_DB": None})
+        server.start()
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=chromium, headless=True)
+                page = L.new_page(browser)
+                page.set_viewport_size({"width": 1280, "height": 1000})
+                L.open_notebook(page, server, "notebooks/widgets.ipynb")
+                L.run_all_cells(page, timeout_s=900)
+                page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+                outputs = page.locator(".jp-Notebook .jp-CodeCell .jp-OutputArea-output")
+                for i, name in enumerate(("explorer", "tournament_panel", "run_browser")):
+                    out = outputs.nth(i)
+                    out.scroll_into_view_if_needed()
+                    page.wait_for_timeout(500)
+                    out.screenshot(path=str(args.out / f"{name}.png"))
+                    print("wrote", args.out / f"{name}.png")
+                report = L.new_page(browser)
+                report.set_viewport_size({"width": 1280, "height": 1400})
+                report.goto((runs[0] / "report.html").as_uri())
+                report.screenshot(path=str(args.out / "report.png"))
+                _trim(args.out / "report.png")
+                print("wrote", args.out / "report.png")
+                report.context.close()
+                page.context.close()
+                browser.close()
+        finally:
+            server.stop()
     return 0
 
 

@@ -324,7 +324,8 @@ class TenantTournamentResult:
         n_fb = int(self.winners["fallback"].sum())
         return (f"<div><h4>Per-tenant tournaments on <code>{html.escape(self.target)}</code> by "
                 f"<code>{html.escape(self.tenant)}</code></h4><p>{len(self.winners)} tenants, "
-                f"{n_fb} using the global model</p>{self.winners._repr_html_()}</div>")
+                f"{n_fb} using the global model</p>"
+                f"{Table(self.winners, best={'holdout': 'max'})._repr_html_()}</div>")  # AUROC or R²
 
 
 __all__ = ["TournamentResult", "TenantTournamentResult"]

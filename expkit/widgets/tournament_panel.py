@@ -332,7 +332,7 @@ class TournamentPanel(WidgetFront):
             figs = {f"importance [{name}]": plots.importance(r.importance)
                     for name, r in list(res.results.items())[:4]}
         else:
-            figs = {k: f for k, f in res.figures().items() if k in _KEY_FIGURES}
+            figs = {k: f for k, f in res.figures(search=False).items() if k in _KEY_FIGURES}
         self.figures = figs
         self.figure_box.children = [W.Image(value=figure_png(f), format="png",
                                             layout=W.Layout(max_width="330px"))

@@ -122,6 +122,7 @@ def test_multiclass_confusion_and_regression_figures():
 
 def test_tenant_figures_name_the_tenant():
     res = tournament(make(240), "y", tenant="tenant", n_trials=2, families=["logistic"], **FAST)
+    assert re.findall(r"<th>(.*?)</th>", res._repr_html_())[0] == "tenant"  # no pandas index
     for name, r in res.results.items():
         for key, fig in r.figures().items():
             titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
