@@ -146,7 +146,7 @@ def _running_cell(run: Run, template_nb) -> dict:
     return {"cell": index, "execution_count": cell.get("execution_count"), "source": _excerpt(cell.source)}
 
 
-def export_html(run: Run, error: Mapping | None = None) -> Path:
+def export_html(run: Run, error: Mapping | None = None, status: str | None = None) -> Path:
     """Write report.html (parameters, verdict and leaderboard first, then the executed
     notebook with code hidden; no external scripts). See :mod:`expkit.report`.
 
@@ -155,7 +155,7 @@ def export_html(run: Run, error: Mapping | None = None) -> Path:
     """
     from .report import write
 
-    return write(run, error)
+    return write(run, error, status)
 
 
 def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=None,
@@ -219,7 +219,7 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
             status = "interrupted"
             error = {**(error or {}), "message": STOPPED}
         try:
-            export_html(run, error)
+            export_html(run, error, status)
         except WriteError as exc:
             if status == "succeeded" or error is None:
                 status = "failed" if status == "succeeded" else status

@@ -51,12 +51,13 @@ _TEMPLATE = """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block extra_css -%}<style type="text/css">""" + CSS + """</style>{%- endblock extra_css -%}
 """
-#: Leaderboard columns that are not shown in the report's opening.
-_HIDDEN = ("best_params", "best_trial")
+#: Leaderboard columns not shown in the report's opening (leaderboard.csv keeps them).
+_HIDDEN = ("best_params", "best_trial", "folds", "complete", "pruned", "failed")
 
 
-def write(run, error: Mapping | None = None) -> Path:
-    """Write ``report.html`` of ``run`` (a :class:`expkit.run.Run`).
+def write(run, error: Mapping | None = None, status: str | None = None) -> Path:
+    """Write ``report.html`` of ``run`` (a :class:`expkit.run.Run`); ``status`` is the
+    run's ending status when the report is written before run.json records it.
 
     Only writing the file can fail (:class:`~expkit.errors.WriteError`).
 
@@ -65,25 +66,25 @@ def write(run, error: Mapping | None = None) -> Path:
     """
     target = run.dir / "report.html"
     try:
-        body = render(run, error)
+        body = render(run, error, status)
     except Exception as exc:  # the report must exist even when the notebook does not
         log.warning("run %s: could not export the notebook (%s)", run.id, exc)
         message = (error or {}).get("message", "")
         body = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(run.id)}</title>"
-                f"<style>{CSS}</style></head><body><main>{_safe_header(run, error)}"
+                f"<style>{CSS}</style></head><body><main>{_safe_header(run, error, status)}"
                 f"<pre>{html.escape(str(message))}</pre>"
                 f"<p>The notebook could not be rendered: {html.escape(str(exc))}</p></main></body></html>")
     return write_text(target, body)
 
 
-def render(run, error: Mapping | None = None) -> str:
+def render(run, error: Mapping | None = None, status: str | None = None) -> str:
     """The report page of ``run``: the opening (:func:`header`) then the notebook, code hidden."""
     from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     nb = nbformat.read(str(run.dir / "notebook.ipynb"), as_version=4)
     opening = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
-        "display_data", data={"text/html": header(run, error)})])
+        "display_data", data={"text/html": header(run, error, status)})])
     nb.cells.insert(0, opening)
     exporter = HTMLExporter(template_name="lab", template_file="expkit_report.html.j2",
                             extra_loaders=[DictLoader({"expkit_report.html.j2": _TEMPLATE})],
@@ -93,19 +94,19 @@ def render(run, error: Mapping | None = None) -> str:
     return body
 
 
-def _safe_header(run, error) -> str:
+def _safe_header(run, error, status=None) -> str:
     try:
-        return header(run, error)
+        return header(run, error, status)
     except Exception as exc:  # a broken run.json must not cost the report
         log.warning("run %s: no report header (%s)", run.id, exc)
         return f"<h1>{html.escape(run.id)}</h1>"
 
 
-def header(run, error: Mapping | None = None) -> str:
+def header(run, error: Mapping | None = None, status: str | None = None) -> str:
     """The report's opening: title and status, error, parameters, verdict, leaderboard, files."""
     meta = run.meta
     metrics = run.metrics
-    status = meta.get("status") or "running"
+    status = status or meta.get("status") or "running"
     error = error or meta.get("error")
     kind = {"succeeded": "ok", "failed": "bad", "interrupted": "bad"}.get(status, "mid")
     when = str(meta.get("started") or meta.get("created") or "")[:19].replace("T", " ")

@@ -7,8 +7,8 @@ demo tenant) and a notebook that builds the three widgets in a state worth
 showing (Explorer with an override, TournamentPanel after a run, RunBrowser with
 two runs compared). JupyterLab runs it in headless Chromium (Playwright driving
 the system's ``chromium``, as the browser test does: tests/browser/lab.py); each
-widget's output is screenshotted, then the run's report.html (its opening, at
-1,280 px) and a few of its figures. Needs ``chromium`` (``apt-get install -y
+widget's output is screenshotted, then the run's report.html at 1,280 px: its
+opening, its evaluation figures and its search views. Needs ``chromium`` (``apt-get install -y
 chromium``) and the dev extra (playwright, jupyterlab).
 """
 from __future__ import annotations
@@ -22,6 +22,10 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+#: The browser window's height (tall: a widget is shot whole, not scrolled) and the
+#: tallest picture (a long comparison is cut).
+VIEWPORT_HEIGHT = 2200
+MAX_HEIGHT = 1250
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -98,23 +102,33 @@ def main(argv=None) -> int:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=chromium, headless=True)
                 page = L.new_page(browser)
-                page.set_viewport_size({"width": 1280, "height": 1000})
+                page.set_viewport_size({"width": 1280, "height": VIEWPORT_HEIGHT})
                 L.open_notebook(page, server, "notebooks/widgets.ipynb")
                 L.run_all_cells(page, timeout_s=900)
                 page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
                 outputs = page.locator(".jp-Notebook .jp-CodeCell .jp-OutputArea-output")
                 for i, name in enumerate(("explorer", "tournament_panel", "run_browser")):
                     out = outputs.nth(i)
-                    out.scroll_into_view_if_needed()
-                    page.wait_for_timeout(500)
-                    out.screenshot(path=str(args.out / f"{name}.png"))
+                    out.evaluate("e => e.scrollIntoView({block: 'start'})")
+                    page.wait_for_timeout(800)
+                    box = out.bounding_box()
+                    height = min(box["height"], VIEWPORT_HEIGHT - box["y"] - 30, MAX_HEIGHT)
+                    page.screenshot(path=str(args.out / f"{name}.png"),
+                                    clip={"x": box["x"], "y": box["y"], "width": box["width"], "height": height})
+                    _trim(args.out / f"{name}.png")
                     print("wrote", args.out / f"{name}.png")
                 report = L.new_page(browser)
-                report.set_viewport_size({"width": 1280, "height": 1400})
+                report.set_viewport_size({"width": 1280, "height": 1150})
                 report.goto((runs[0] / "report.html").as_uri())
                 report.screenshot(path=str(args.out / "report.png"))
                 _trim(args.out / "report.png")
                 print("wrote", args.out / "report.png")
+                for anchor, name in (("Evaluation-on-the-hold-out", "report_evaluation"), ("Search", "report_search")):
+                    report.evaluate("id => document.getElementById(id).scrollIntoView()", anchor)
+                    report.wait_for_timeout(300)
+                    report.screenshot(path=str(args.out / f"{name}.png"))
+                    _trim(args.out / f"{name}.png")
+                    print("wrote", args.out / f"{name}.png")
                 report.context.close()
                 page.context.close()
                 browser.close()

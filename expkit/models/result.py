@@ -244,7 +244,8 @@ class TournamentResult:
         colour = "#2a7d2a" if self.above_chance else "#b03030"
         metrics = ", ".join(f"{k} {fmt(v)}" for k, v in self.metrics.items()
                             if isinstance(v, float) and k != "n")
-        shown = self.leaderboard.drop(columns=["best_params", "best_trial"], errors="ignore").head(12)
+        shown = self.leaderboard.drop(columns=["best_params", "best_trial", "folds", "complete", "pruned", "failed"],
+                                      errors="ignore").head(12)  # the counts stay in .leaderboard
         board = Table(shown, best=best_columns(list(shown.columns), self.metric))
         calib = ""
         if self.calibration and self.calibration.get("before"):

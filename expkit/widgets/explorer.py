@@ -8,6 +8,7 @@ from matplotlib.figure import Figure
 
 from .. import schema as schema_mod
 from ..errors import SchemaError, TargetError
+from ..formatting import fmt
 from ..profiling import profile
 from ._common import WidgetFront, column_dropdown, column_value, esc, figure_png
 
@@ -350,7 +351,7 @@ def _bins(values: pd.Series) -> pd.Series:
 
 def _label(v) -> str:
     if isinstance(v, pd.Interval):
-        return f"{v.left:.3g} .. {v.right:.3g}"
+        return f"{fmt(float(v.left))} .. {fmt(float(v.right))}"
     if isinstance(v, float):
-        return f"{v:g}"
+        return fmt(v)
     return str(v)[:30]
