@@ -26,6 +26,13 @@ HERE = Path(__file__).resolve().parent
 #: tallest picture (a long comparison is cut).
 VIEWPORT_HEIGHT = 2200
 MAX_HEIGHT = 1250
+#: Scroll a report to the n-th figure after a heading (the heading itself for n = 0).
+SCROLL_JS = """([id, n]) => {
+  const head = document.getElementById(id);
+  const after = [...document.querySelectorAll('img')].filter(
+    img => head.compareDocumentPosition(img) & Node.DOCUMENT_POSITION_FOLLOWING);
+  (n && after[n] ? after[n] : head).scrollIntoView();
+}"""
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -61,10 +68,13 @@ def _notebook(path: Path, cells: list[str]) -> None:
 
 def _runs(root: Path) -> list[Path]:
     env = {k: v for k, v in os.environ.items() if k not in ("EXPKIT_RUNS", "EXPKIT_DB")}
-    for tenant, budget in (("acme", 30), ("globex", 20)):
+    # acme: every family (the report's opening); globex: two families, so that each has
+    # trials enough for the search views
+    for tenant, extra in (("acme", ["-p", "budget", "30"]),
+                          ("globex", ["-p", "budget", "40", "-p", "families", '["logistic", "lightgbm"]'])):
         subprocess.run([sys.executable, "-c", "from expkit.cli import main; main()", "run", "tournament",
                         "--templates-dir", str(ROOT / "templates"), "--tenant", tenant,
-                        "-p", "n_rows", "3000", "-p", "budget", str(budget)],
+                        "-p", "n_rows", "3000", *extra],
                        cwd=root, env={**env, "MPLBACKEND": "Agg"}, check=True, timeout=900)
     return sorted(p for p in (root / "runs").iterdir() if (p / "report.html").is_file())
 
@@ -123,8 +133,10 @@ def main(argv=None) -> int:
                 report.screenshot(path=str(args.out / "report.png"))
                 _trim(args.out / "report.png")
                 print("wrote", args.out / "report.png")
-                for anchor, name in (("Evaluation-on-the-hold-out", "report_evaluation"), ("Search", "report_search")):
-                    report.evaluate("id => document.getElementById(id).scrollIntoView()", anchor)
+                for anchor, name, run in (("Evaluation-on-the-hold-out", "report_evaluation", runs[0]),
+                                          ("Search", "report_search", runs[-1])):
+                    report.goto((run / "report.html").as_uri())
+                    report.evaluate(SCROLL_JS, [anchor, 0 if name == "report_evaluation" else 2])
                     report.wait_for_timeout(300)
                     report.screenshot(path=str(args.out / f"{name}.png"))
                     _trim(args.out / f"{name}.png")

@@ -352,7 +352,8 @@ def tournament(data, target, *, task="auto", budget=60, n_trials=None, families=
     schema : Schema or dict, optional
         Semantic types (a dict is taken as overrides of the inferred schema).
     progress : bool
-        Show a progress bar (a widget in notebooks).
+        Show a progress bar (a widget in notebooks) that fills against the budget (or
+        ``n_trials``), with trials done, the best score so far, time left and the tenant.
     callbacks : list of callables, optional
         ``callback(study, trial)`` after each trial; may call ``study.stop()``.
     refit_full : bool
