@@ -210,12 +210,14 @@ def message(title: str, text: str) -> Figure:
 
 
 def titled(figs: dict, label) -> dict:
-    """``figs`` with `` · <label>`` after each axes' title (a tenant's figures)."""
+    """``figs`` with `` · <label>`` after each title (axes and figure): a tenant's figures."""
     if label:
         for fig in figs.values():
             for ax in fig.axes:
                 if ax.get_title():
                     ax.set_title(f"{ax.get_title()} · {label}")
+            if fig.get_suptitle():
+                fig.suptitle(f"{fig.get_suptitle()} · {label}")
     return figs
 
 

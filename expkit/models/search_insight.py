@@ -21,6 +21,8 @@ from . import plots
 MIN_TRIALS = {"importances": 5, "parallel_coordinate": 2, "slice": 2}
 #: The views drawn, by name.
 VIEWS = ("importances", "parallel_coordinate", "slice")
+#: Parameters shown (the most important first): more make the axes unreadable.
+MAX_PARAMS = {"parallel_coordinate": 5, "slice": 4}
 _TITLES = {"importances": "Hyperparameter importances", "parallel_coordinate": "Parallel coordinates",
            "slice": "Slices"}
 
@@ -60,6 +62,7 @@ def search_figures(trials, family: str, metric: str, direction: str = "maximize"
     n = len(study.trials)
     varied = sorted({k for t in study.trials for k in t.params
                      if len({repr(u.params.get(k)) for u in study.trials}) > 1})
+    ranked = _ranked(study, varied) if n >= MIN_TRIALS["parallel_coordinate"] else varied
     out = {}
     for view in VIEWS:
         title = f"{_TITLES[view]}: {family} ({n} trial{'s' if n != 1 else ''})"
@@ -69,8 +72,20 @@ def search_figures(trials, family: str, metric: str, direction: str = "maximize"
                    f"{MIN_TRIALS[view]}\n(raise the budget or n_trials)")
         elif not varied:
             why = f"no hyperparameter of {family} varied over its {n} trials"
-        out[f"search_{view}"] = plots.message(title, why) if why else _draw(view, study, varied, metric, title)
+        params = varied if view == "importances" else ranked[:MAX_PARAMS[view]]
+        out[f"search_{view}"] = plots.message(title, why) if why else _draw(view, study, params, metric, title)
     return out
+
+
+def _ranked(study, params) -> list:
+    """``params`` most important first (Optuna's default evaluator), as they are when that fails."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            importances = optuna.importance.get_param_importances(study, params=params)
+        except Exception:  # e.g. too few trials for the evaluator
+            return list(params)
+    return [*importances, *[p for p in params if p not in importances]]
 
 
 def _draw(view, study, params, metric, title):
@@ -92,17 +107,18 @@ def _draw(view, study, params, metric, title):
         ax = drawn.flat[0] if hasattr(drawn, "flat") else drawn
         fig = ax.figure
         plt.close(fig)  # the caller shows or saves it; nothing left in pyplot's state
-    for axes in fig.axes:  # optuna titles its axes on the left: one title, ours
+    for axes in fig.axes:  # optuna titles its axes: one title, ours, over the figure
         axes.set_title("", loc="left")
-    if view == "slice":
-        fig.suptitle(title)
-    else:
-        ax.set_title(title)
-    if view == "importances":  # long parameter names stay inside the figure
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        axes.set_title("")
+    fig.suptitle(title)
+    if view == "parallel_coordinate":
+        fig.set_size_inches(max(6.4, 1.3 * len(params) + 2.5), 4.8)
+    elif view == "slice":
+        fig.set_size_inches(3.2 * len(params) + 1.0, 3.6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if view == "importances":  # long parameter names stay inside the figure
             fig.tight_layout()
     return fig
-
 
 __all__ = ["family_study", "search_figures", "MIN_TRIALS", "VIEWS"]

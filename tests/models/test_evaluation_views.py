@@ -126,7 +126,7 @@ def test_tenant_figures_name_the_tenant():
     for name, r in res.results.items():
         for key, fig in r.figures().items():
             titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
-            titles += [fig.get_suptitle()] if fig.get_suptitle() else []
+            titles += [fig.get_suptitle()] if fig.get_suptitle() else []  # the search views
             assert titles and all(t.endswith(f"· {name}") for t in titles), (key, titles)
 
 
@@ -169,9 +169,15 @@ def test_plot_search_draws_optunas_views_of_one_family():
     assert len(importances.patches) >= 2 and not importances.texts[0].get_text().startswith("logistic finished")
     names = {t.get_text() for t in importances.get_yticklabels()}
     assert names <= {"C", "l1_ratio", "buckets", "class_weight", "penalty", "solver"} and names
-    assert f"logistic ({done} trials)" in importances.get_title()
+    assert figs["search_importances"].get_suptitle() == f"Hyperparameter importances: logistic ({done} trials)"
     assert len(figs["search_parallel_coordinate"].axes) >= 3
     assert figs["search_slice"].get_suptitle().startswith("Slices: logistic")
+    # the slices show the most important parameters first
+    top = max(importances.patches, key=lambda bar: bar.get_width())
+    first = [t.get_text() for t in importances.get_yticklabels()][importances.patches.index(top)]
+    assert figs["search_slice"].axes[0].get_xlabel() == first
     assert plt.get_fignums() == []  # nothing left open in pyplot
     assert dict(matplotlib.rcParams) == style  # optuna's style sheet does not leak
+    r.label = "acme"  # a tenant's search views name it
+    assert r.plot_search()["search_slice"].get_suptitle().endswith("· acme")
     assert "search_slice" in r.figures()
