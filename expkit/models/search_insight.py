@@ -121,4 +121,5 @@ def _draw(view, study, params, metric, title):
             fig.tight_layout()
     return fig
 
+
 __all__ = ["family_study", "search_figures", "MIN_TRIALS", "VIEWS"]
