@@ -86,22 +86,25 @@ class ClusterSearch(Search):
                     family = registry.get_family(trial.suggest_categorical("family", names))
                     params = self.suggest(trial, family)
                     left = self.deadline - time.monotonic() if np.isfinite(self.deadline) else None
-                    future = eng.submit(run_trial, spec, family.name, params, left, self._have_winner,
-                                        self._medians(study, len(names)))
-                    running[future] = (trial, family)
+                    # as locally, one trial runs to its end while there is no winner; the others keep the deadline
+                    first = not self._have_winner and not any(f for _, _, f in running.values())
+                    future = eng.submit(run_trial, spec, family.name, params, left, not first,
+                                        self._medians(study, len(names)),
+                                        (dict(self._fold_seconds), dict(self._seconds_per_cost)))
+                    running[future] = (trial, family, first)
                     started += 1
                 if not running:
                     break
                 done, _ = eng.wait(list(running), timeout=1.0, first=True)
                 for future in done:
-                    trial, family = running.pop(future)
+                    trial, family, _ = running.pop(future)
                     try:
                         outcome = eng.result(future)
                     except Exception as exc:  # noqa: BLE001 - a lost worker fails its trial only
                         outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
                     self._tell(study, trial, family, outcome)
         finally:
-            for trial, _ in running.values():  # interrupted: no trial left running in the study
+            for trial, _, _ in running.values():  # interrupted: no trial left running in the study
                 with contextlib.suppress(Exception):
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
         self.ran_out_of_time = self._out_of_time or time.monotonic() >= self.deadline
@@ -173,10 +176,15 @@ class ClusterSearch(Search):
             _CACHE.popitem(last=False)
         return search, folds
 
-    def trial_here(self, folds, family_name, params, seconds_left, have_winner, medians) -> dict:
-        """One configuration on the kept folds, within ``seconds_left``: what the study is told."""
+    def trial_here(self, folds, family_name, params, seconds_left, have_winner, medians, timings) -> dict:
+        """One configuration on the kept folds, within ``seconds_left`` (``have_winner``
+        False: to its end); ``timings`` are the slowest folds seen by every worker so far.
+        Returns what the study is told."""
         self.deadline = float("inf") if seconds_left is None else time.monotonic() + seconds_left
         self._have_winner = have_winner
+        for mine, theirs in zip((self._fold_seconds, self._seconds_per_cost), timings):
+            for name, seconds in theirs.items():
+                mine[name] = max(seconds, mine.get(name, 0.0))
         self._out_of_time = False
         trial = _WorkerTrial(medians, self.metric.greater_is_better)
         out = {"worker": f"{socket.gethostname()}:{os.getpid()}", "attrs": {"folds_built": self.built}}
@@ -232,13 +240,13 @@ class _WorkerTrial:
         return best < median if self.greater else best > median
 
 
-def run_trial(spec, family_name, params, seconds_left, have_winner, medians) -> dict:
+def run_trial(spec, family_name, params, seconds_left, have_winner, medians, timings) -> dict:
     """One trial on a worker (see :meth:`ClusterSearch.trial_here`)."""
     from threadpoolctl import threadpool_limits
 
     search, folds = ClusterSearch.on_worker(spec)
     with threadpool_limits(limits=1):  # one thread per fit, as in a local tournament
-        return search.trial_here(folds, family_name, params, seconds_left, have_winner, medians)
+        return search.trial_here(folds, family_name, params, seconds_left, have_winner, medians, timings)
 
 
 def forget(token) -> None:
