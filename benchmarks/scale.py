@@ -242,7 +242,7 @@ def main():
         speed = statistics.median(r["speedup"] for r in reps)
         gain = statistics.median(r["busy_gain"] for r in reps)
         out["c_one_tournament"] = {"seconds": args.seconds, "repeats": reps, "speedup": speed, "busy_gain": gain,
-                                   "share_of_limit": round((speed - 1) / max(gain - 1, 1e-9), 3)}
+                                   "share_of_limit": share(speed, gain)}
         print(json.dumps({k: v for k, v in out["c_one_tournament"].items() if k != "repeats"}), flush=True)
 
     out["machine"]["load_at_end"] = os.getloadavg()
