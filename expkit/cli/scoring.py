@@ -43,12 +43,14 @@ def score(input, output, query, table, if_exists, app, tenant, run_id, reasons, 
     """Score INPUT (CSV/Parquet/JSON lines, or a database URL with --query) with the
     production model of APP/TENANT."""
     start = time.perf_counter()
+    from .. import sql
     from ..files import check_writable
     from ..scoring import score_file
     from ..scoring.writer import output_kind
 
-    dataset = output_kind(output) == "dataset"  # said before the model is loaded and the input read
-    check_writable(str(output).rstrip("/\\") if dataset else output, folder=dataset)
+    if not sql.is_url(output):  # a file or folder: said before the model is loaded and the input read
+        dataset = output_kind(output) == "dataset"
+        check_writable(str(output).rstrip("/\\") if dataset else output, folder=dataset)
     where = cluster_engine(cluster)
     with where or contextlib.nullcontext():
         record = score_file(input, output, app=app, tenant=tenant, run=run_id, chunksize=chunksize,

@@ -18,7 +18,7 @@ from expkit.cli import cli
 from expkit.errors import PromotionError
 from expkit.registry import Registry
 
-from ..runs.test_registry import model_run
+from ..runs.test_registry import _model, model_run  # noqa: F401 (_model: the tiny model fixture)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 EXPKIT = [str(Path(sys.executable).with_name("expkit"))]

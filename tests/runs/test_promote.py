@@ -43,7 +43,7 @@ def test_failing_notebook_is_refused(runs_dir, tmp_path):
                                       "failing", "--templates-dir", str(tmp_path / "t"),
                                       "--runs-dir", str(runs_dir)])
     assert result.exit_code == 1
-    assert "error: refused: the notebook failed when executed headless: cell 3: ZeroDivisionError" \
+    assert "error: refused: the notebook failed when executed headless: cell 3 (In [4]): ZeroDivisionError" \
         in result.stderr
     assert not (tmp_path / "t" / "failing.ipynb").exists()
     (scratch,) = runs.list(runs_dir=runs_dir).itertuples()

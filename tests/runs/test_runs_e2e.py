@@ -64,7 +64,7 @@ def test_failing_cell_leaves_a_failed_run_with_cell_and_report(runs_dir):
     assert "raise ValueError" in meta["error"]["source"]
     assert "boom for tenant acme" in (folder / "report.html").read_text()
     assert "ValueError" in (folder / "notebook.ipynb").read_text()
-    assert "cell 4: ValueError: boom for tenant acme" in result.stderr
+    assert "cell 4 (In [4]): ValueError: boom for tenant acme" in result.stderr
 
 
 def test_a_killed_kernel_fails_the_run_naming_the_cell(runs_dir):

@@ -119,7 +119,7 @@ def test_train_promote_score_feedback_monitor(runs, tmp_path):
     r = invoke("monitor", "--app", "leads", "--check", "--html", html)
     assert r.exit_code == 1 and "ALERT" in r.stdout and "spend" in r.stdout
     page = html.read_text()
-    assert page.count("data:image/png;base64,") == 4 and "<script" not in page
+    assert page.count("data:image/png;base64,") == 7 and "<script" not in page
     # the batch history keeps the first batch clean and the second flagged
     hist = res.batches.set_index("id")
     assert list(hist["worst_field"].iloc[-1:]) == ["spend"] and hist["max_field_psi"].iloc[-2] < 0.25
