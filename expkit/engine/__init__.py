@@ -1,10 +1,11 @@
 """Where work runs: the one executor interface, on this machine or on a Dask cluster.
 
-Callers ask :func:`session` (or :func:`resolve`) for an :class:`Engine` and use four
+Callers ask :func:`session` (or :func:`resolve`) for an :class:`Engine` and use five
 things: :meth:`Engine.submit` (one call, a future), :meth:`Engine.map` (a function over
 items, results in input order, a bounded number in flight), :meth:`Engine.broadcast`
-(a large value sent once to every worker) and :meth:`Engine.cancel` /
-:meth:`Engine.close` (or a ``with`` block). Long calls that must stop when the caller
+(a large value sent once to every worker), :meth:`Engine.put` (one call's data, sent
+once to one worker) and :meth:`Engine.cancel` / :meth:`Engine.close` (or a ``with``
+block). Long calls that must stop when the caller
 stops (a tenant's notebook run, a share of a study's trials) take a :class:`StopFlag`
 (:meth:`Engine.stop_flag`) that they poll, and :meth:`Engine.run_each` runs many of
 them, stopping them cooperatively on Ctrl-C or SIGTERM. No other expkit module knows

@@ -110,7 +110,10 @@ class DaskEngine(Engine):
             self._futures.discard(future)
 
     def broadcast(self, value):
-        return self._client.scatter(value, broadcast=True, hash=False)
+        return self._client.scatter([value], broadcast=True, hash=False)[0]  # a list: one value, whatever its type
+
+    def put(self, value):
+        return self._client.scatter([value], hash=False)[0]
 
     def _new_flag(self) -> StopFlag:
         return _DaskFlag(f"expkit-stop-{secrets.token_hex(8)}", client=self._client)

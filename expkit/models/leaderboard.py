@@ -25,7 +25,8 @@ COLUMNS = ["rank", "family", "status", "best_cv", "cv_std", "folds", "trials", "
 def trials_frame(study) -> pd.DataFrame:
     """One row per trial of ``study`` (enqueued trials that never started are left out).
 
-    ``partial`` is the mean score over the folds done of a trial that did not finish.
+    ``partial`` is the mean score over the folds done of a trial that did not finish;
+    ``worker`` (only when trials ran on a cluster) the host:pid that ran it.
     """
     rows = []
     for t in study.trials:
@@ -44,9 +45,13 @@ def trials_frame(study) -> pd.DataFrame:
             "params": {k.split(".", 1)[1]: v for k, v in t.params.items() if "." in k},
             "stopped": t.user_attrs.get("stopped"), "error": t.user_attrs.get("error"),
         })
-    return pd.DataFrame(rows, columns=["number", "family", "state", "value", "partial", "cv_std", "folds_done",
-                                       "fit_time", "duration", "datetime_start", "datetime_complete",
-                                       "params", "stopped", "error"])
+    frame = pd.DataFrame(rows, columns=["number", "family", "state", "value", "partial", "cv_std", "folds_done",
+                                        "fit_time", "duration", "datetime_start", "datetime_complete",
+                                        "params", "stopped", "error"])
+    workers = [t.user_attrs.get("worker") for t in study.trials if t.state != optuna.trial.TrialState.WAITING]
+    if any(workers):  # trials run on a cluster's workers (see cluster_search)
+        frame["worker"] = workers
+    return frame
 
 
 def leaderboard(trials: pd.DataFrame, metric, families=None, n_folds=None, ensemble=None) -> pd.DataFrame:

@@ -278,9 +278,11 @@ class Search:
             self.deadline = self.end - max(float(self.reserve(self)), 0.0)
         return self.deadline
 
-    def _study(self, fams, folds, fingerprint):
+    def open_study(self, names, fingerprint, constant_liar: bool = False):
+        """Create (or resume) the study of this search over the families ``names``; its
+        name holds the data's ``fingerprint`` and the settings (a rerun resumes it).
+        ``constant_liar``: trials run in parallel (the sampler avoids proposing what runs)."""
         cfg = self.cfg
-        names = [f.name for f in fams]
         key = json.dumps({"data": fingerprint, "target": self.target, "task": self.task, "seed": self.seed,
                           "metric": self.metric.name, "families": names, "cv": str(cfg.cv),
                           "holdout": cfg.holdout, "rows": cfg.max_search_rows, "tenant": self.label},
@@ -289,12 +291,17 @@ class Search:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             sampler = optuna.samplers.TPESampler(seed=self.seed, multivariate=True, group=True,
-                                                 n_startup_trials=max(10, len(names)))
-            study = optuna.create_study(
+                                                 n_startup_trials=max(10, len(names)), constant_liar=constant_liar)
+            self.study = optuna.create_study(
                 storage=storage(cfg.storage), sampler=sampler, study_name=self.study_name,
                 pruner=optuna.pruners.MedianPruner(n_startup_trials=len(names), n_warmup_steps=0),
                 direction=self.metric.direction, load_if_exists=True)
-        self.study = study
+        return self.study
+
+    def _study(self, fams, folds, fingerprint):
+        cfg = self.cfg
+        names = [f.name for f in fams]
+        study = self.open_study(names, fingerprint)
         finished = [t for t in study.trials if t.state.is_finished()]
         self._have_winner = any(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
         self._enqueue_defaults(study, fams, len(folds[0].y_train) + len(folds[0].y_valid))

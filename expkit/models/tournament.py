@@ -16,18 +16,15 @@ import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ..errors import ConfigError, ExpkitError, TargetError
+from ..errors import ConfigError, TargetError
 from . import evaluate
 from . import families as registry
 from .calibration import scores_of
-from .result import TenantTournamentResult, TournamentResult
+from .result import TournamentResult
+from .tenants import TENANT_MIN_MINORITY, TENANT_MIN_ROWS, run_tenants
 from .train import MAX_SEARCH_ROWS, Training, detect_task
 
 log = logging.getLogger(__name__)
-
-#: Tenants below these counts get the global model (fallback).
-TENANT_MIN_ROWS = 50
-TENANT_MIN_MINORITY = 10
 
 _CALIBRATE = ("auto", "sigmoid", "isotonic", None, False)
 
@@ -60,7 +57,7 @@ class Tournament(BaseEstimator):
                  metric="auto", cv="auto", holdout=0.2, calibrate="auto", tenant=None,
                  budget_total=None, seed=0, n_jobs=-1, storage=None, schema=None, progress=True,
                  callbacks=None, max_search_rows=MAX_SEARCH_ROWS, refit_full=True, ensemble=True,
-                 scoring_data=None):
+                 scoring_data=None, cluster=None):
         self.target = target
         self.task = task
         self.budget = budget
@@ -82,6 +79,7 @@ class Tournament(BaseEstimator):
         self.refit_full = refit_full
         self.ensemble = ensemble
         self.scoring_data = scoring_data
+        self.cluster = cluster
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X, y=None):
@@ -103,7 +101,13 @@ class Tournament(BaseEstimator):
         df, target = self._frame(X, y)
         schema = _schema(df, target, self.schema)
         df, report = self._raw_filter(df, schema, target)
-        if self.tenant is None:
+        if self.tenant is None and self.cluster is not None:
+            from .. import engine
+
+            with engine.session(self.cluster) as eng:
+                self.result_ = self._run(df, schema, target, budget=self.budget, started=started, raw_filter=report,
+                                         engine=eng)
+        elif self.tenant is None:
             self.result_ = self._run(df, schema, target, budget=self.budget, started=started, raw_filter=report)
         else:
             self.result_ = self._run_tenants(df, schema, target, report)
@@ -236,77 +240,25 @@ class Tournament(BaseEstimator):
                               hint="use 'auto', 'sigmoid', 'isotonic' or None")
         if self.tenant is not None and self.tenant == self.target and self.target is not None:
             raise ConfigError("tenant and target are the same column")
+        if self.cluster is not None and self.tenant is None and self.callbacks:
+            raise ConfigError("callbacks= cannot follow a tournament whose trials run on a cluster's workers",
+                              hint="leave out callbacks (or cluster=); stop it by budget or n_trials")
 
     def _run(self, df, schema, target, *, budget, drop=(), label=None, progress=None, n_jobs=None, started=None,
-             raw_filter=None):
+             raw_filter=None, engine=None):
         return Training(self, df, schema, target, budget=budget, drop=drop, label=label,
                         progress=self.progress if progress is None else progress,
                         n_jobs=self.n_jobs if n_jobs is None else n_jobs, started=started,
-                        raw_filter=raw_filter).execute()
+                        raw_filter=raw_filter, engine=engine).execute()
 
     def _run_tenants(self, df, schema, target, raw_filter=None):
-        from joblib import Parallel, delayed
-
-        if self.tenant not in df.columns:
-            raise ConfigError(f"tenant column {self.tenant!r} is not in the table",
-                              hint=f"columns are: {', '.join(map(str, df.columns[:30]))}")
-        if target not in df.columns:
-            raise TargetError(f"target column {target!r} is not in the table",
-                              hint=f"columns are: {', '.join(map(str, df.columns[:30]))}")
-        labelled = df[df[target].notna()]
-        task = self.task if self.task != "auto" else detect_task(labelled[target])
-        plan, fallback = [], {}
-        for name, part in labelled.groupby(self.tenant, sort=True, dropna=False):
-            reason = _too_small(part[target], task)
-            (fallback.__setitem__(name, reason) if reason else plan.append(name))
-        n_runs = len(plan) + bool(fallback)
-        budget = self.budget if self.budget_total is None else self.budget_total / max(n_runs, 1)
-        n_jobs = _cores(self.n_jobs)
-        outer = min(n_jobs, len(plan)) if len(plan) > 1 else 1
-        inner = max(n_jobs // max(outer, 1), 1)
-
-        def one(name):
-            part = df[df[self.tenant] == name]
-            try:
-                return name, self._run(part, schema, target, budget=budget, drop=(self.tenant,), label=str(name),
-                                       progress=self.progress and outer == 1, n_jobs=inner,
-                                       raw_filter=raw_filter), None
-            except ExpkitError as exc:
-                return name, None, f"tournament failed: {exc}"
-
-        if outer > 1:
-            done = Parallel(n_jobs=outer)(delayed(one)(name) for name in plan)
-        else:
-            done = [one(name) for name in plan]
-        results = {}
-        for name, result, error in done:
-            if result is None:
-                fallback[name] = error
-            else:
-                results[name] = result
-        global_result = None
-        if fallback:
-            log.info("training the global model for %d fallback tenant(s)", len(fallback))
-            global_result = self._run(df, schema, target, budget=budget, label="global", raw_filter=raw_filter)
-            for name in fallback:
-                results[name] = global_result
-        rows = []
-        for name in sorted(results, key=str):
-            r = results[name]
-            n = int((labelled[self.tenant] == name).sum())
-            rows.append({"tenant": name, "rows": n, "winner": r.winner, "metric": r.headline[0],
-                         "holdout": r.headline[1], "above_chance": r.above_chance,
-                         "fallback": name in fallback, "reason": fallback.get(name), "budget_note": r.budget_note})
-        winners = pd.DataFrame(rows, columns=["tenant", "rows", "winner", "metric", "holdout",
-                                              "above_chance", "fallback", "reason", "budget_note"])
-        return TenantTournamentResult(winners=winners, results=results, global_result=global_result,
-                                      tenant=self.tenant, target=target, task=task)
+        return run_tenants(self, self._run, df, schema, target, raw_filter)
 
 
 def tournament(data, target, *, task="auto", budget=60, n_trials=None, families="auto",
                metric="auto", cv="auto", holdout=0.2, calibrate="auto", tenant=None,
                budget_total=None, seed=0, n_jobs=-1, storage=None, schema=None, progress=True,
-               callbacks=None, refit_full=True, ensemble=True, scoring_data=None):
+               callbacks=None, refit_full=True, ensemble=True, scoring_data=None, cluster=None):
     """Run a time-budgeted tournament of model families and return the winner.
 
     Parameters
@@ -366,6 +318,14 @@ def tournament(data, target, *, task="auto", budget=60, n_trials=None, families=
         Rows the model will score: fields whose fill rate or distribution differ too
         much from the training data are dropped before training (the raw feature
         filter; report in ``result.raw_filter``).
+    cluster : str, distributed.Client or Engine, optional
+        Where the work runs (see :mod:`expkit.engine`): a Dask scheduler address
+        (``tcp://host:8786``), ``"local:N"`` (a LocalCluster of N processes), a
+        ``distributed.Client`` or an engine. With ``tenant=``, each tenant's tournament
+        is one call, its rows sent once to its worker, a few calls per worker in flight.
+        Without it, the trials of the one tournament run in parallel on the workers
+        (one study in this process; see :mod:`expkit.models.cluster_search`). None: this
+        machine.
 
     Returns
     -------
@@ -379,23 +339,10 @@ def tournament(data, target, *, task="auto", budget=60, n_trials=None, families=
                       metric=metric, cv=cv, holdout=holdout, calibrate=calibrate, tenant=tenant,
                       budget_total=budget_total, seed=seed, n_jobs=n_jobs, storage=storage,
                       schema=schema, progress=progress, callbacks=callbacks, refit_full=refit_full,
-                      ensemble=ensemble, scoring_data=scoring_data).fit(data).result_
+                      ensemble=ensemble, scoring_data=scoring_data, cluster=cluster).fit(data).result_
 
 
 # -- helpers -----------------------------------------------------------------------
-def _too_small(y: pd.Series, task: str) -> str | None:
-    """Why a tenant cannot have its own tournament, or None when it can."""
-    if len(y) < TENANT_MIN_ROWS:
-        return f"{len(y)} labelled rows (< {TENANT_MIN_ROWS})"
-    if task != "regression":
-        counts = y.value_counts()
-        if len(counts) < 2:
-            return "a single class"
-        if counts.min() < TENANT_MIN_MINORITY:
-            return f"{int(counts.min())} rows of the rarest class (< {TENANT_MIN_MINORITY})"
-    return None
-
-
 def _as_frame(data) -> pd.DataFrame:
     if isinstance(data, pd.DataFrame):
         return data
@@ -411,11 +358,6 @@ def _schema(df, target, schema):
         raise TargetError(f"target column {target!r} is not in the table",
                           hint=f"columns are: {', '.join(map(str, df.columns[:30]))}")
     return infer(df, target=target, overrides=schema)
-
-
-def _cores(n_jobs) -> int:
-    from joblib import effective_n_jobs
-    return max(int(effective_n_jobs(n_jobs)), 1)
 
 
 __all__ = ["tournament", "Tournament", "detect_task", "TENANT_MIN_ROWS", "TENANT_MIN_MINORITY"]

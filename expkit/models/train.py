@@ -27,6 +27,7 @@ from . import evaluate, winner
 from . import families as registry
 from .budget import INSIGHTS_SECONDS, Plan, too_small
 from .calibration import scores_of
+from .cluster_search import ClusterSearch
 from .insights import Explainer, field_importance
 from .leaderboard import NOT_TRIED, leaderboard, trials_frame, with_oof_metrics
 from .progress import Bar
@@ -134,7 +135,7 @@ class Training:
     """
 
     def __init__(self, cfg, df, schema, target, *, budget, drop, label, progress, n_jobs, started=None,
-                 raw_filter=None):
+                 raw_filter=None, engine=None):
         self.cfg = cfg
         self.target = target
         self.df = df
@@ -147,6 +148,7 @@ class Training:
         self.seed = cfg.seed
         self.started = time.monotonic() if started is None else started
         self.raw_filter = raw_filter
+        self.engine = engine  # trials on its workers (ClusterSearch) when given
         self.timings: dict[str, float] = {}
         self.search = None
         self.bar = None
@@ -200,9 +202,10 @@ class Training:
         plan = Plan(self.budget, (len(Xtr), len(Xtr) + len(Xte)), refit_full)
 
         t, started = self._lap("prepare", self.started), datetime.now()
-        search = Search(cfg, target=self.target, task=self.task, metric=self.metric, classes=self.classes,
+        settings = dict(target=self.target, task=self.task, metric=self.metric, classes=self.classes,
                         schema=self.schema, seed=self.seed, n_jobs=self.n_jobs, end=end, imbalance=self.imbalance,
                         rows=plan.rows, reserve=plan.reserve, label=self.label, progress=self.bar)
+        search = Search(cfg, **settings) if self.engine is None else ClusterSearch(self.engine, cfg, **settings)
         self.search = search
         folds = search.folds(Xs, ys)
         self.timings["featurize"] = time.monotonic() - t
