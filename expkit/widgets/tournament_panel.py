@@ -201,20 +201,24 @@ class TournamentPanel(WidgetFront):
         self.run_button = W.Button(description="Run", button_style="success", icon="play")
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop",
                                     disabled=True)
+        self.search_button = W.Button(description="Search views", icon="line-chart", disabled=True,
+                                      tooltip="what the search learnt about the hyperparameters")
         self.run_button.on_click(self._on_run_click)
         self.stop_button.on_click(lambda _b: self.stop())
+        self.search_button.on_click(lambda _b: self.show_search())
         self.progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="",
                                         layout=W.Layout(width="420px"))
         self.status = W.HTML(f"{esc(self.task)} target <b>{esc(self.target)}</b>: ready")
         self.leaderboard = W.HTML()
         self.verdict = W.HTML()
         self.figure_box = W.HBox()
+        self.search_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.widget = W.VBox([
             W.HTML("<b>families</b>"), W.HBox(list(self.family_boxes.values())),
             W.HBox([self.budget, self.n_trials]),
             W.HBox([self.metric, self.tenant]),
-            W.HBox([self.run_button, self.stop_button, self.progress]),
-            self.status, self.leaderboard, self.verdict, self.figure_box,
+            W.HBox([self.run_button, self.stop_button, self.search_button, self.progress]),
+            self.status, self.leaderboard, self.verdict, self.figure_box, self.search_box,
         ])
 
     def _on_run_click(self, _button):
@@ -232,7 +236,8 @@ class TournamentPanel(WidgetFront):
             self.progress.value = 0.0
             self.progress.bar_style = ""
             self.leaderboard.value = self.verdict.value = ""
-            self.figure_box.children = ()
+            self.figure_box.children = self.search_box.children = ()
+            self.search_button.disabled = True
             self.status.value = "starting&hellip;" + self.schema_note()
 
     # -- the run -------------------------------------------------------------------
@@ -337,6 +342,21 @@ class TournamentPanel(WidgetFront):
         self.figure_box.children = [W.Image(value=figure_png(f), format="png",
                                             layout=W.Layout(max_width="330px"))
                                     for f in figs.values()]
+        self.search_button.disabled = isinstance(res, TenantTournamentResult)
+
+    def show_search(self) -> dict:
+        """Show (and return) what the search learnt about the winning family's
+        hyperparameters: importances, parallel coordinates and slices (the Search views
+        button; :meth:`expkit.TournamentResult.plot_search`). Drawn on request, so a run
+        does not wait for them."""
+        if self.result is None or isinstance(self.result, TenantTournamentResult):
+            return {}
+        figs = self.result.plot_search()
+        self.figures.update(figs)
+        self.search_box.children = [W.Image(value=figure_png(f), format="png",
+                                            layout=W.Layout(max_width="500px"))
+                                    for f in figs.values()]
+        return figs
 
 
 def budget_notes(res) -> list[str]:

@@ -53,6 +53,11 @@ def test_run_blocking_fills_leaderboard_verdict_and_figures(leads):
     assert "Winner" in panel.verdict.value
     assert set(panel.figures) == {"roc", "calibration", "importance"}
     assert len(panel.figure_box.children) == 3
+    # the search views are drawn on request (Search views button), not during the run
+    assert not panel.search_box.children and not panel.search_button.disabled
+    panel.search_button.click()
+    assert {"search_importances", "search_parallel_coordinate", "search_slice"} <= set(panel.figures)
+    assert len(panel.search_box.children) == 3
     assert panel.progress.value == 1.0 and panel.progress.bar_style == "success"
     assert not panel.running and not panel.run_button.disabled and panel.stop_button.disabled
     assert "stopped early" not in panel.status.value
