@@ -268,3 +268,59 @@ def test_dask_flags_are_shared_by_the_caller_and_the_workers(dask_cluster):
         assert running.result(timeout=30) == ("stopped", 1)
         workers = e.ask_workers(os.getpid)
         assert len(set(workers)) == 2 and set(workers) <= set(dask_cluster.pids())
+
+
+def _pid_then_sleep(folder: str, seconds: float) -> None:
+    Path(folder, str(os.getpid())).write_text("")
+    time.sleep(seconds)
+
+
+def test_workers_end_when_their_caller_is_killed(tmp_path):
+    """kill -9 of the command alone (not its process group): its worker processes follow it."""
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from expkit.engine import LocalEngine; from tests.test_engine import _pid_then_sleep; "
+            "e = LocalEngine(2); [e.submit(_pid_then_sleep, sys.argv[1], 120) for _ in range(2)]; time.sleep(120)")
+    caller = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=Path(__file__).parents[1],
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = [int(p.name) for p in tmp_path.iterdir()]
+        assert len(workers) == 2
+        os.kill(caller.pid, signal.SIGKILL)
+        caller.wait()
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers)
+        while _group(caller.pid) and time.monotonic() < deadline:  # loky's resource tracker too
+            time.sleep(0.1)
+        assert not _group(caller.pid)
+    finally:  # whatever is left of the caller's process group
+        try:
+            os.killpg(caller.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _group(pgid: int) -> list[int]:
+    """Live processes of the process group ``pgid``."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and _alive(proc.pid):
+                found.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

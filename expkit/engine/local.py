@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 import threading
+import time
 from concurrent.futures import Future
 
 from ..errors import ConfigError
@@ -23,9 +25,11 @@ class LocalEngine(Engine):
     to the next. :meth:`cancel` ends the workers at once, running calls included (a new
     pool starts at the next call). ``n_jobs=-1`` means one process per CPU.
 
-    Should the calling process be killed (``kill -9``), its workers end on their own:
-    stop flags read as set in a worker whose parent is gone, so long calls return, and
-    a worker idle for :attr:`idle_timeout` exits (loky's documented ``timeout``).
+    Should the calling process be killed (``kill -9``), its workers end on their own
+    within about a second (:func:`watch_parent`, loky's documented ``initializer``): a
+    worker blocked handing back a result nobody reads any more would otherwise live on.
+    Stop flags also read as set in a worker whose parent is gone, and a worker idle for
+    :attr:`idle_timeout` exits (loky's documented ``timeout``).
     """
 
     kind = "local"
@@ -55,7 +59,8 @@ class LocalEngine(Engine):
             if self._pool is None:
                 from loky import ProcessPoolExecutor
 
-                self._pool = ProcessPoolExecutor(max_workers=self.n_workers, timeout=self.idle_timeout)
+                self._pool = ProcessPoolExecutor(max_workers=self.n_workers, timeout=self.idle_timeout,
+                                                 initializer=watch_parent, initargs=(os.getpid(),))
             return self._pool
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
@@ -105,3 +110,14 @@ class LocalEngine(Engine):
         return "this process" if self.n_workers == 1 else f"{self.n_workers} local worker processes"
 
 
+def watch_parent(parent: int, every: float = 0.5) -> None:
+    """Worker initializer: end this worker process once ``parent`` (the process that
+    started it) is gone, e.g. after a ``kill -9`` of the command. Runs only in worker
+    processes expkit starts; what such a worker was writing is a temporary file that the
+    next start of the command removes."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="expkit-parent-watch", daemon=True).start()
