@@ -307,7 +307,7 @@ class TournamentPanel(WidgetFront):
         self.progress.value = min(0.99, max(shares))
         done = sum(t["state"] == "COMPLETE" for t in self.trials)
         self.status.value = (f"running: {len(self.trials)} trials ({done} complete), "
-                             f"{elapsed:.0f} s of {self.budget.value} s"
+                             + elapsed_text(elapsed, self.budget.value, n_groups)
                              + (" &middot; stopping&hellip;" if self._stop_requested.is_set()
                                 else "") + self.schema_note())
 
@@ -357,6 +357,13 @@ class TournamentPanel(WidgetFront):
                                             layout=W.Layout(max_width="500px"))
                                     for f in figs.values()]
         return figs
+
+
+def elapsed_text(elapsed: float, budget: float, n_tenants: int = 1) -> str:
+    """``12 s of 30 s``; with tenants the budget is each tenant's, and said so."""
+    if n_tenants <= 1:
+        return f"{elapsed:.0f} s of {budget:.0f} s"
+    return f"{elapsed:.0f} s (budget {budget:.0f} s per tenant, {n_tenants} tenants)"
 
 
 def budget_notes(res) -> list[str]:

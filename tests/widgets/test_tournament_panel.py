@@ -158,3 +158,10 @@ def test_panel_says_when_the_budget_was_too_small(leads):
         families.unregister_family("slow_panel")
     assert result.budget_note.startswith("budget too small: 1 of 2 families tried")
     assert result.budget_note in panel.status.value and budget_notes(result) == [result.budget_note]
+
+
+def test_elapsed_time_is_not_compared_with_one_tenants_budget():
+    from expkit.widgets.tournament_panel import elapsed_text
+
+    assert elapsed_text(12.4, 30) == "12 s of 30 s"
+    assert elapsed_text(16, 5, 3) == "16 s (budget 5 s per tenant, 3 tenants)"
