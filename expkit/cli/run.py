@@ -55,16 +55,24 @@ def _done_line(result: dict) -> str:
 
 def _run_watched(template, runs_dir, templates_dir, interval, **kwargs) -> list[dict]:
     """run_template with the runs folder named first and live progress lines per tenant."""
-    from ..execute import check_runs_dir, run_template
+    from ..execute import run_template
     from ..paths import runs_dir_source
     from ..templates import find_template
     from ..watch import Watcher
 
     name = find_template(template, templates_dir).stem
     root, why = runs_dir_source(runs_dir)
-    check_runs_dir(root)  # a runs folder that cannot be used is the one line the user sees
-    click.echo(f"runs folder {root} ({why})", err=True)
-    with Watcher(root, name, lambda text: click.echo(text, err=True), interval=interval) as watcher:
+    named = False
+
+    def echo(text: str) -> None:
+        """Name the runs folder with the first line about a run (refused input stays one error line)."""
+        nonlocal named
+        if not named:
+            click.echo(f"runs folder {root} ({why})", err=True)
+            named = True
+        click.echo(text, err=True)
+
+    with Watcher(root, name, echo, interval=interval) as watcher:
         return run_template(template, runs_dir=runs_dir, templates_dir=templates_dir,
                             on_done=lambda r: watcher.echo(_done_line(r)), **kwargs)
 

@@ -74,6 +74,8 @@ def project(tmp_path_factory):
     import skops.io as sio
 
     import expkit
+    import expkit.monitoring.alerts  # noqa: F401 - with the schedules, every table of the index is declared
+    import expkit.schedules  # noqa: F401   before the project is made, as after any real use of it
     from expkit.datasets import leads
     from expkit.registry import Registry
     from expkit.scoring import feedback, score_file

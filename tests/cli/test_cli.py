@@ -37,7 +37,7 @@ def invoke(*args):
 def assert_one_line_error(result, pattern, code=None):
     assert result.exit_code != 0 and (code is None or result.exit_code == code), result.output
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: ") and pattern in lines[-1], result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 
