@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 
 REPORT_COLUMNS = ["feature", "column", "statistic", "value", "reason"]
 #: Why a feature was dropped; ``drop_code_`` holds 1 + the index here (0 = kept).
+#: Fitted arrays of names kept as one text when pickled or saved, joined by :data:`_SEP`.
+_TEXT_ARRAYS = ("names_", "columns_")
+_SEP = "\x1f"  # the ASCII unit separator: not in feature names
 DROP_STATISTICS = ("abs_correlation", "cramers_v", "correlation_ratio", "group", "variance")
 _DROP_CODE = {s: i + 1 for i, s in enumerate(DROP_STATISTICS)}
 _LEAKS = frozenset({"abs_correlation", "cramers_v", "correlation_ratio"})
@@ -93,8 +96,25 @@ class SanityChecker(TransformerMixin, BaseEstimator):
         :data:`DROP_STATISTICS`
 
     ``report_`` and ``statistics_`` are built from these arrays when read, so
-    a saved model stays small however many features were dropped.
+    a saved model stays small however many features were dropped. Pickled or saved,
+    ``names_`` and ``columns_`` travel as one text each (a fixed-width array of 8,000
+    hashed-text names is over 1 MB; the text about a quarter of that).
     """
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
+        for key in _TEXT_ARRAYS:
+            values = state.get(key)
+            if isinstance(values, np.ndarray) and len(values) and not any(_SEP in v for v in values.tolist()):
+                state[key] = _SEP.join(values.tolist())
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        for key in _TEXT_ARRAYS:
+            if isinstance(state.get(key), str):
+                state[key] = np.asarray(state[key].split(_SEP), dtype=str)
+        super().__setstate__(state)
 
     def __init__(self, max_correlation=0.95, max_cramers_v=0.95, min_variance=1e-5, drop_group=True):
         self.max_correlation = max_correlation

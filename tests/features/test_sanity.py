@@ -209,3 +209,25 @@ def test_sanity_names_and_groups_in_a_plain_pipeline():
     assert "score__value" in plain.get_feature_names_out()
     # the default output stays a sparse matrix
     assert sp.issparse(Transmogrifier(schema, text_features=32).fit_transform(df, y))
+
+
+def test_names_travel_as_text_when_pickled_or_saved():
+    """Thousands of hashed-text names: pickled (Dask, loky) and saved (skops) small, and back as arrays."""
+    import pickle
+
+    import skops.io as sio
+
+    X, rng = random_sparse(n=60, p=3000)
+    y = rng.integers(0, 2, 60)
+    names = [f"review_text__hashed_token_{i:05d}" for i in range(3000)]
+    groups = [f"review_text_{i % 7}" for i in range(3000)]
+    sc = SanityChecker().fit(X, y, feature_names=names, groups=groups)
+    assert sc.names_.dtype.kind == "U" and sc.names_.nbytes > 300_000
+    size, as_arrays = len(pickle.dumps(sc)), len(pickle.dumps(vars(sc)))
+    assert size < 0.5 * as_arrays, (size, as_arrays)
+    for back in (pickle.loads(pickle.dumps(sc)),
+                 sio.loads(sio.dumps(sc), trusted=sio.get_untrusted_types(data=sio.dumps(sc)))):
+        assert back.names_.dtype.kind == "U" and back.columns_.dtype.kind == "U"
+        assert back.names_.tolist() == names and back.columns_.tolist() == groups
+        assert list(back.get_feature_names_out()) == list(sc.get_feature_names_out())
+        assert back.report_.equals(sc.report_)
