@@ -38,7 +38,8 @@ OUTSIDE = {"expkit", "expkit.plots"}
 MAX_LINES = 500
 #: Patches of other libraries and process-wide tweaks that library code must not make.
 FORBIDDEN = re.compile(r"import ctypes|mallopt|prctl|gc\.freeze|/proc/self/maps|sys\.meta_path|"
-                       r"os\._exit|setrecursionlimit|signal\.signal\(")
+                       r"os\._exit|setrecursionlimit|signal\.signal\(|all_estimators|_async_launch_kernel|"
+                       r"FunctionDoc|whichmodule")
 #: Where a process-wide setting is the module's job: the CLI owns its process's signals.
 FORBIDDEN_OK = {"expkit.cli.main": {"signal.signal("}}
 
