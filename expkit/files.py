@@ -184,7 +184,8 @@ def locked(path):
         yield  # closing the file releases the lock
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -212,7 +213,7 @@ def clean_stale(folder) -> list[Path]:
             continue
         pid, host = int(match[1]), match[2]
         if host == _HOST:
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 continue
         else:
             with contextlib.suppress(OSError):

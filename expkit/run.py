@@ -47,7 +47,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from . import db
 from .errors import ConfigError, IndexDatabaseError, RunError, WriteError
-from .files import now, read_json, tmp_path, versions, write_bytes, write_csv, write_json, write_png
+from .files import now, pid_alive, read_json, tmp_path, versions, write_bytes, write_csv, write_json, write_png
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
 from .sql import redact
@@ -105,13 +105,7 @@ def alive(pid: int | None, host: str | None) -> bool:
     """Whether process ``pid`` on ``host`` may still run (True when it cannot be told)."""
     if not pid or (host and host != socket.gethostname()):
         return True  # cannot tell: trust the recorded status
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return pid_alive(pid)
 
 
 def flatten(metrics: Mapping, prefix: str = "") -> dict:

@@ -105,8 +105,9 @@ class SanityChecker(TransformerMixin, BaseEstimator):
         state = dict(super().__getstate__())  # a copy: object.__getstate__ returns __dict__ itself
         for key in _TEXT_ARRAYS:
             values = state.get(key)
-            if isinstance(values, np.ndarray) and len(values) and not any(_SEP in v for v in values.tolist()):
-                state[key] = _SEP.join(values.tolist())
+            names = values.tolist() if isinstance(values, np.ndarray) else []
+            if names and not any(_SEP in name for name in names):
+                state[key] = _SEP.join(names)
         return state
 
     def __setstate__(self, state):

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import DataError, ScoringError
+from ..files import pid_alive
 
 #: Suffix of every temporary file or folder scoring writes.
 TMP_SUFFIX = ".score.tmp"
@@ -58,23 +59,11 @@ def clean_leftovers(folder: Path) -> list[Path]:
         return removed
     for entry in entries:
         match = _TMP.match(entry.name)
-        if match and not _alive(int(match["pid"])):
+        if match and not pid_alive(int(match["pid"])):
             with contextlib.suppress(OSError):
                 shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
                 removed.append(entry)
     return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def neutralise(table):

@@ -49,6 +49,8 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
+from expkit.files import pid_alive
+
 PREFIX = "expkit-pg-"
 DEFAULT_OS_USER = "expkit-pg"
 SUPERUSER = "postgres"
@@ -133,16 +135,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_stale(tmp: Path | None = None, min_age: float = 60.0) -> list[Path]:
     """Remove server folders whose owning process is gone (a test run killed
     with SIGKILL or os._exit). Their server already stopped itself
@@ -158,14 +150,14 @@ def reap_stale(tmp: Path | None = None, min_age: float = 60.0) -> list[Path]:
                     continue  # being created right now by someone else
             except OSError:
                 continue
-        if owner is not None and _pid_alive(owner):
+        if owner is not None and pid_alive(owner):
             continue
         try:
             pm = int((d / "data" / "postmaster.pid").read_text().split()[0])
-            if _pid_alive(pm):
+            if pid_alive(pm):
                 os.kill(pm, signal.SIGQUIT)  # immediate shutdown
                 for _ in range(100):
-                    if not _pid_alive(pm):
+                    if not pid_alive(pm):
                         break
                     time.sleep(0.05)
         except (OSError, ValueError, IndexError):
