@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -289,15 +290,17 @@ class TenantTournamentResult:
     Attributes
     ----------
     winners : DataFrame
-        tenant, rows, winner, metric, holdout, above_chance, fallback, reason.
-    results : dict
-        tenant -> TournamentResult (fallback tenants map to the global result).
+        tenant, rows, winner, metric, holdout, above_chance, fallback, reason, budget_note.
+    results : Mapping
+        tenant -> TournamentResult (fallback tenants map to the global result): a
+        :class:`~expkit.models.result_store.ResultStore`, which keeps the results in
+        files and reads each when asked, so a thousand tenants fit in memory.
     global_result : TournamentResult or None
         The model trained on all tenants, when some tenant needed it.
     """
 
     winners: pd.DataFrame
-    results: dict
+    results: Mapping
     global_result: TournamentResult | None
     tenant: str
     target: str

@@ -5,19 +5,23 @@ the global model, flagged as a fallback), runs one tournament each and builds th
 winners table. Locally the tenants share the cores (joblib). With ``cluster=`` each
 tenant is one call on the engine (:mod:`expkit.engine`): its rows are sent once to the
 worker that runs it (:meth:`~expkit.engine.Engine.put`, never the whole table to every
-call), at most a few calls per worker are in flight (:meth:`~expkit.engine.Engine.map`),
-so the client holds the table, the results and a bounded amount besides, however many
+call), at most a few calls per worker are in flight (:meth:`~expkit.engine.Engine.map`).
+Each tenant's result comes back as a pickle that goes straight to a file of the
+:class:`~expkit.models.result_store.ResultStore` (the winners table keeps a one-line
+summary), so the client holds the table and a bounded amount besides, however many
 tenants there are.
 """
 from __future__ import annotations
 
 import copy
 import logging
+import pickle
 
 import pandas as pd
 
 from ..errors import ConfigError, ExpkitError, TargetError
 from .result import TenantTournamentResult
+from .result_store import ResultStore, dumps
 from .train import Training, detect_task
 
 log = logging.getLogger(__name__)
@@ -47,36 +51,40 @@ def run_tenants(est, run, df, schema, target, raw_filter=None) -> TenantTourname
     n_runs = len(plan) + bool(fallback)
     budget = est.budget if est.budget_total is None else est.budget_total / max(n_runs, 1)
     cluster = getattr(est, "cluster", None)
-    if cluster is None:
-        done, global_result = _local(est, run, df, schema, target, plan, budget, raw_filter)
-    else:
-        done, global_result = _on_cluster(est, df, schema, target, plan, fallback, budget, raw_filter, cluster)
-    results = {}
-    for name, result, error in done:
-        if result is None:
+    store, summaries = ResultStore(), {}
+
+    def keep(name, summary, payload, error):  # as each tenant finishes: its file, its line
+        if summary is None:
             fallback[name] = error
         else:
-            results[name] = result
+            store.add(name, payload)
+            summaries[name] = summary
+
+    if cluster is None:
+        _local(est, run, df, schema, target, plan, budget, raw_filter, keep)
+        global_result = None
+    else:
+        global_result = _on_cluster(est, df, schema, target, plan, fallback, budget, raw_filter, cluster, keep)
     if fallback and global_result is None:
         log.info("training the global model for %d fallback tenant(s)", len(fallback))
         global_result = run(df, schema, target, budget=budget, label="global", raw_filter=raw_filter)
+    store.global_result = global_result
     for name in fallback:
-        results[name] = global_result
-    rows = []
-    for name in sorted(results, key=str):
-        r = results[name]
-        n = int((labelled[tenant] == name).sum())
-        rows.append({"tenant": name, "rows": n, "winner": r.winner, "metric": r.headline[0],
-                     "holdout": r.headline[1], "above_chance": r.above_chance,
-                     "fallback": name in fallback, "reason": fallback.get(name), "budget_note": r.budget_note})
+        store.add_global(name)
+        summaries[name] = summary_of(global_result)
+    counts = labelled[tenant].value_counts(dropna=False)
+    rows = [{"tenant": name, "rows": int(counts.get(name, 0)), **summaries[name],
+             "fallback": name in fallback, "reason": fallback.get(name)}
+            for name in sorted(summaries, key=str)]
     winners = pd.DataFrame(rows, columns=["tenant", "rows", "winner", "metric", "holdout",
                                           "above_chance", "fallback", "reason", "budget_note"])
-    return TenantTournamentResult(winners=winners, results=results, global_result=global_result,
+    return TenantTournamentResult(winners=winners, results=store, global_result=global_result,
                                   tenant=tenant, target=target, task=task)
 
 
-def _local(est, run, df, schema, target, plan, budget, raw_filter):
-    """Tenants on this machine: several at once when there are cores for them."""
+def _local(est, run, df, schema, target, plan, budget, raw_filter, keep):
+    """Tenants on this machine: several at once when there are cores for them; each
+    finished one goes to ``keep``."""
     from joblib import Parallel, delayed
 
     n_jobs = cores(est.n_jobs)
@@ -86,20 +94,22 @@ def _local(est, run, df, schema, target, plan, budget, raw_filter):
     def one(name):
         part = df[df[est.tenant] == name]
         try:
-            return name, run(part, schema, target, budget=budget, drop=(est.tenant,), label=str(name),
-                             progress=est.progress and outer == 1, n_jobs=inner,
-                             raw_filter=raw_filter), None
+            result = run(part, schema, target, budget=budget, drop=(est.tenant,), label=str(name),
+                         progress=est.progress and outer == 1, n_jobs=inner, raw_filter=raw_filter)
+            return name, summary_of(result), dumps(result), None
         except ExpkitError as exc:
-            return name, None, f"tournament failed: {exc}"
+            return name, None, None, f"tournament failed: {exc}"
 
-    if outer > 1:
-        return Parallel(n_jobs=outer)(delayed(one)(name) for name in plan), None
-    return [one(name) for name in plan], None
+    done = (Parallel(n_jobs=outer, return_as="generator")(delayed(one)(name) for name in plan) if outer > 1
+            else map(one, plan))
+    for item in done:
+        keep(*item)
 
 
-def _on_cluster(est, df, schema, target, plan, fallback, budget, raw_filter, cluster):
+def _on_cluster(est, df, schema, target, plan, fallback, budget, raw_filter, cluster, keep):
     """Tenants as calls on the engine of ``cluster``, each with its own rows, a bounded
-    number in flight; the global model (when a tenant needs it) is one more call."""
+    number in flight, each finished one to ``keep``; the global model (when a tenant
+    needs it) is one more call, returned."""
     from .. import engine
 
     cfg = copy.copy(est)  # what the workers get: the settings, not the client
@@ -107,7 +117,6 @@ def _on_cluster(est, df, schema, target, plan, fallback, budget, raw_filter, clu
     parts = df.groupby(est.tenant, sort=False, dropna=False).indices
     settings = dict(schema=schema, target=target, budget=budget, raw_filter=raw_filter)
     bar = _bar(est.progress, len(plan))
-    done = []
     with engine.session(cluster) as eng:
         log.info("%d tenant tournament(s) on %s", len(plan), eng.describe())
         glob = eng.submit(_tenant, (None, eng.put(df)), cfg, **settings) if fallback else None
@@ -118,8 +127,8 @@ def _on_cluster(est, df, schema, target, plan, fallback, budget, raw_filter, clu
                 yield name, eng.put(rows)
 
         try:
-            for name, result, error in eng.map(_tenant, items(), cfg, **settings):
-                done.append((name, result, error))
+            for item in eng.map(_tenant, items(), cfg, **settings):
+                keep(*item)
                 if bar is not None:
                     bar.update(1)
         finally:
@@ -127,23 +136,31 @@ def _on_cluster(est, df, schema, target, plan, fallback, budget, raw_filter, clu
                 bar.close()
         global_result = None
         if glob is not None:
-            _, global_result, error = eng.result(glob)
-            if global_result is None:
+            _, summary, payload, error = eng.result(glob)
+            if summary is None:
                 raise ExpkitError(f"the global model for the fallback tenants failed: {error}")
-    return done, global_result
+            global_result = pickle.loads(payload)  # the one result the client holds
+    return global_result
 
 
 def _tenant(item, cfg, *, schema, target, budget, raw_filter):
     """One tenant's tournament (``name`` None: the global model on every row), run where
-    the engine puts it: ``(name, result, None)`` or ``(name, None, why it failed)``."""
+    the engine puts it: ``(name, summary, pickled result, None)`` or ``(name, None, None,
+    why it failed)``; the pickle goes to the client's result store unopened."""
     name, rows = item
     drop, label = ((), "global") if name is None else ((cfg.tenant,), str(name))
     try:
         result = Training(cfg, rows, schema, target, budget=budget, drop=drop, label=label, progress=False,
                           n_jobs=1, raw_filter=raw_filter).execute()
-        return name, result, None
+        return name, summary_of(result), dumps(result), None
     except ExpkitError as exc:
-        return name, None, f"tournament failed: {exc}"
+        return name, None, None, f"tournament failed: {exc}"
+
+
+def summary_of(result) -> dict:
+    """A result's line of the winners table."""
+    return {"winner": result.winner, "metric": result.headline[0], "holdout": result.headline[1],
+            "above_chance": result.above_chance, "budget_note": result.budget_note}
 
 
 def _missing(name) -> bool:

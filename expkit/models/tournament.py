@@ -114,7 +114,7 @@ class Tournament(BaseEstimator):
         self.target_ = target
         self.task_ = self.result_.task
         if self.task_ != "regression":
-            self.classes_ = np.asarray(self._results()[0].classes)
+            self.classes_ = np.asarray(self._first_result().classes)
         self.feature_names_in_ = np.asarray([c for c in df.columns if c not in (target, self.tenant)],
                                             dtype=object)
         return self
@@ -152,9 +152,9 @@ class Tournament(BaseEstimator):
                               "warnings) or leave it out")
         return df.drop(columns=gone), report
 
-    def _results(self) -> list[TournamentResult]:
+    def _first_result(self) -> TournamentResult:
         r = self.result_
-        return [r] if isinstance(r, TournamentResult) else list(r.results.values())
+        return r if isinstance(r, TournamentResult) else next(iter(r.results.values()))
 
     # -- predicting ------------------------------------------------------------------
     def predict_proba(self, X) -> np.ndarray:
@@ -181,7 +181,7 @@ class Tournament(BaseEstimator):
     def score(self, X, y) -> float:
         """The tournament's ranking metric (e.g. AUROC, R²) of the winner on ``(X, y)``."""
         check_is_fitted(self, "result_")
-        r = self._results()[0]
+        r = self._first_result()
         metric = evaluate.resolve_metric(r.metric, r.task)
         labels = np.asarray(y)
         if r.task != "regression":

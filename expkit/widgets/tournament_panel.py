@@ -369,5 +369,6 @@ def elapsed_text(elapsed: float, budget: float, n_tenants: int = 1) -> str:
 def budget_notes(res) -> list[str]:
     """The "budget too small" messages of a result (one per tenant that had one)."""
     if isinstance(res, TenantTournamentResult):
-        return [f"[{name}] {r.budget_note}" for name, r in res.results.items() if r.budget_note]
+        notes = res.winners[res.winners["budget_note"].notna()]
+        return [f"[{name}] {note}" for name, note in zip(notes["tenant"], notes["budget_note"]) if note]
     return [res.budget_note] if res.budget_note else []

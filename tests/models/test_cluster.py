@@ -3,6 +3,7 @@ started by the test on 127.0.0.1): one tournament per tenant, each tenant's rows
 and a bounded number in flight; one tournament whose trials run on both workers in one study."""
 from __future__ import annotations
 
+import gc
 import os
 from datetime import timedelta
 
@@ -13,6 +14,8 @@ import pytest
 import expkit
 from expkit import engine
 from expkit.errors import ConfigError
+from expkit.models import result_store
+from expkit.models.result import TournamentResult
 from expkit.models.search import storage
 from expkit.models.tournament import tournament
 from expkit.schema import infer
@@ -41,16 +44,22 @@ def record_pid(study, trial):
     study.set_user_attr("pid", os.getpid())
 
 
-def test_per_tenant_tournaments_over_a_real_cluster(dask_cluster, tmp_path):
+def test_per_tenant_tournaments_over_a_real_cluster(dask_cluster, tmp_path, monkeypatch):
+    monkeypatch.setattr(result_store, "CACHED", 1)
     leads = expkit.datasets.leads(n_rows=1600, n_tenants=8, seed=0)
     tiny = leads[leads["tenant"] == "acme"].head(30).assign(tenant="tiny")  # too small: the global model
     df = pd.concat([leads, tiny], ignore_index=True)
     journal = tmp_path / "studies.log"
     schema = infer(df, target="converted")  # the same types for the run on a part of the table below
+    earlier = {id(o) for o in gc.get_objects() if isinstance(o, TournamentResult)}
     with Recording(dask_cluster.address) as eng:
         res = tournament(df, "converted", tenant="tenant", n_trials=1, families=["logistic"], cluster=eng,
                          storage=str(journal), callbacks=[record_pid], schema=schema, **FAST)
         assert eng.n_workers == 2
+    gc.collect()  # the results went to files as they came: the client holds the global one and the last read
+    held = [o for o in gc.get_objects()
+            if isinstance(o, TournamentResult) and o is not res.global_result and id(o) not in earlier]
+    assert len(held) <= 1 and len(list(res.results.folder.glob("*.pkl"))) == 8
 
     local = tournament(df[df["tenant"].isin(["acme", "tiny"])], "converted", tenant="tenant", n_trials=1,
                        families=["logistic"], n_jobs=1, schema=schema, **FAST)

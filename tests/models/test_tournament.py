@@ -1,6 +1,7 @@
 """Tournaments on small generated data, Titanic and the demo leads (few trials, n_jobs=1)."""
 from __future__ import annotations
 
+import gc
 import logging
 from datetime import timedelta
 
@@ -349,3 +350,26 @@ def test_per_tenant_with_fallback():
     assert w.loc["acme", "rows"] == (leads["tenant"] == "acme").sum()
     assert "tenant" not in res.results["acme"].importance["field"].tolist()
     assert "tiny" in res._repr_html_()
+
+
+@pytest.mark.slow
+def test_per_tenant_results_stay_in_files_not_in_memory(monkeypatch):
+    """Thousands of tenants fit: the caller holds the winners table, not every tenant's result."""
+    from expkit.models import result_store
+    from expkit.models.result import TournamentResult
+
+    def held():  # results alive that this test made
+        gc.collect()
+        return [o for o in gc.get_objects() if isinstance(o, TournamentResult) and id(o) not in earlier]
+
+    monkeypatch.setattr(result_store, "CACHED", 1)
+    earlier = {id(o) for o in gc.get_objects() if isinstance(o, TournamentResult)}
+    df = expkit.datasets.leads(n_rows=600, n_tenants=3, seed=0)
+    res = tournament(df, "converted", tenant="tenant", n_trials=1, families=["logistic"], **dict(FAST, cv=2))
+    assert len(held()) <= 1  # (fit read one for classes_)
+    assert len(list(res.results.folder.glob("*.pkl"))) == 3
+    w = res.winners.set_index("tenant")
+    for name in ["acme", "globex", "initech"]:  # read back on access, one at a time
+        r = res[name]
+        assert (r.winner, r.headline[1]) == (w.loc[name, "winner"], w.loc[name, "holdout"])
+    assert len(held()) == 1

@@ -1,0 +1,59 @@
+"""The per-tenant result store: results in files as they arrive, a few in memory."""
+from __future__ import annotations
+
+import gc
+import pickle
+
+import pytest
+
+from expkit.models import result_store
+from expkit.models.result_store import ResultStore, dumps
+
+
+class Heavy:
+    """Stands for a tournament result (counted while alive)."""
+
+    def __init__(self, name):
+        self.name, self.payload = name, bytes(1000)
+
+    def __eq__(self, other):
+        return isinstance(other, Heavy) and other.name == self.name
+
+
+def alive(kind) -> int:
+    gc.collect()
+    return sum(isinstance(o, kind) for o in gc.get_objects())
+
+
+def test_results_live_in_files_and_a_few_in_memory():
+    store = ResultStore(global_result="the global model", cached=2)
+    for i in range(5):
+        store.add(f"t{i}", dumps(Heavy(f"t{i}")) if i % 2 else Heavy(f"t{i}"))  # bytes from workers, or objects
+    store.add_global("tiny")
+    assert alive(Heavy) == 0  # none held once written
+    folder = store.folder
+    assert len(list(folder.glob("*.pkl"))) == 5
+    assert list(store) == ["t0", "t1", "t2", "t3", "t4", "tiny"] and len(store) == 6
+    assert store["t3"] == Heavy("t3") and store["t3"] is store["t3"]  # read once, then from memory
+    assert store["tiny"] == "the global model" and "tiny" in store and "nobody" not in store
+    for name in ["t0", "t1", "t2", "t4"]:
+        assert store[name] == Heavy(name)
+    assert alive(Heavy) == 2  # the last two read
+    with pytest.raises(KeyError):
+        store["nobody"]
+
+    copy = pickle.loads(pickle.dumps(store))  # a pickled store carries every result
+    assert {name: copy[name] for name in copy} == {name: store[name] for name in store}
+    assert copy.folder != folder
+    del store, copy
+    gc.collect()
+    assert not folder.exists()  # the files go with the store
+
+
+def test_default_memory_is_the_module_setting(monkeypatch):
+    monkeypatch.setattr(result_store, "CACHED", 1)
+    store = ResultStore()
+    for i in range(3):
+        store.add(i, Heavy(i))
+        store[i]
+    assert alive(Heavy) == 1
