@@ -4,28 +4,49 @@ A fitted tournament result weighs a few megabytes in memory (the fitted pipeline
 trials, the hold-out scores), so a thousand tenants' results would not fit in the
 caller's memory. :class:`ResultStore` is the ``tenant -> TournamentResult`` mapping of
 :class:`~expkit.models.result.TenantTournamentResult`: each result is written as one
-pickle to a private temporary folder when it arrives (workers send the pickle itself,
-so the caller never holds the object) and read when asked for, with the last few kept
-in memory. The folder goes when the store does. Pickling a store (``joblib.dump`` of a
-fitted :class:`~expkit.Tournament`) carries every result with it.
+pickle (zlib-compressed: a sixth of the size for ~10 ms) to a private temporary folder
+when it arrives (workers send those bytes, so the caller never holds the object) and
+read when asked for, with the last few kept in memory. The folder goes when the store
+does; folders of processes that died without removing theirs are removed by the next
+store. Pickling a store (``joblib.dump`` of a fitted :class:`~expkit.Tournament`)
+carries every result with it.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 import shutil
 import tempfile
 import weakref
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..files import pid_alive
+
 #: Results kept in memory besides the files (the most recently read).
 CACHED = 8
+PREFIX = "expkit-tenants-"
 
 
 def dumps(result) -> bytes:
     """``result`` as the bytes a store keeps (what a worker sends back)."""
-    return pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
+    return zlib.compress(pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL), 1)
+
+
+def loads(payload: bytes):
+    return pickle.loads(zlib.decompress(payload))  # bytes of our own dumps, from our own private folder
+
+
+def sweep(root: Path) -> None:
+    """Remove the store folders under ``root`` whose process is gone (killed: no cleanup ran)."""
+    for folder in root.glob(f"{PREFIX}*-*"):
+        pid = folder.name[len(PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                shutil.rmtree(folder)
 
 
 class ResultStore(Mapping):
@@ -49,7 +70,8 @@ class ResultStore(Mapping):
 
     def _dir(self) -> Path:
         if self._folder is None:
-            self._folder = Path(tempfile.mkdtemp(prefix="expkit-tenants-"))
+            sweep(Path(tempfile.gettempdir()))
+            self._folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
             weakref.finalize(self, shutil.rmtree, str(self._folder), True)
         return self._folder
 
@@ -72,7 +94,7 @@ class ResultStore(Mapping):
         if name in self._memory:
             self._memory.move_to_end(name)
             return self._memory[name]
-        result = pickle.loads((self._folder / file).read_bytes())  # our own private folder
+        result = loads((self._folder / file).read_bytes())
         self._memory[name] = result
         while len(self._memory) > self._cached:
             self._memory.popitem(last=False)

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import copy
 import logging
-import pickle
 
 import pandas as pd
 
 from ..errors import ConfigError, ExpkitError, TargetError
 from .result import TenantTournamentResult
-from .result_store import ResultStore, dumps
+from .result_store import ResultStore, dumps, loads
 from .train import Training, detect_task
 
 log = logging.getLogger(__name__)
@@ -139,7 +138,7 @@ def _on_cluster(est, df, schema, target, plan, fallback, budget, raw_filter, clu
             _, summary, payload, error = eng.result(glob)
             if summary is None:
                 raise ExpkitError(f"the global model for the fallback tenants failed: {error}")
-            global_result = pickle.loads(payload)  # the one result the client holds
+            global_result = loads(payload)  # the one result the client holds
     return global_result
 
 

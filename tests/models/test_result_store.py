@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 
 import pytest
@@ -57,3 +58,21 @@ def test_default_memory_is_the_module_setting(monkeypatch):
         store.add(i, Heavy(i))
         store[i]
     assert alive(Heavy) == 1
+
+
+def test_folders_of_dead_processes_are_swept(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = tmp_path / f"{result_store.PREFIX}{int(dead.stdout)}-abc"
+    alive_one = tmp_path / f"{result_store.PREFIX}{os.getppid()}-abc"  # a live process (pytest's parent)
+    other = tmp_path / "expkit-tenants-notapid"
+    for folder in (gone, alive_one, other):
+        folder.mkdir()
+        (folder / "0000000.pkl").write_bytes(b"x")
+    monkeypatch.setattr(result_store.tempfile, "tempdir", str(tmp_path))
+    store = ResultStore()
+    store.add("t", Heavy("t"))
+    assert not gone.exists() and alive_one.exists() and other.exists()
+    assert store.folder.parent == tmp_path and store.folder.name.startswith(f"{result_store.PREFIX}{os.getpid()}-")
