@@ -191,6 +191,8 @@ class Watcher:
         for run_dir in self._new_runs():
             self._seen.setdefault(run_dir.name, {"dir": run_dir, "last": 0.0, "text": None, "bar": None})
         for state in list(self._seen.values()):
+            if state.get("finished"):  # read no more (with 100s of tenants, rereading them all is the cost)
+                continue
             if state.get("journal") is None:
                 state["journal"] = journal(state["dir"] / "study.log")
             p = progress(state["dir"], state["journal"])
@@ -198,6 +200,7 @@ class Watcher:
                 self.echo(f"[{p.label}] writing {p.notebook}")
                 state["text"] = ""
             if p.status not in ("created", "running"):
+                state["finished"] = True
                 if state.get("bar") is not None:
                     with self._lock:
                         state["bar"].close()

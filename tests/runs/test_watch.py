@@ -54,3 +54,17 @@ def test_watcher_names_the_notebook_then_prints_a_line_per_tenant(runs_dir):
     assert sum("[acme] search" in line for line in lines) == 1
     assert any(line.startswith("[acme] search") and line.endswith("2 trials, best roc_auc 0.66") for line in lines)
     assert sum(line.startswith("[globex] starting") for line in lines) == 1  # finished runs go quiet
+
+
+def test_watcher_reads_a_finished_run_no_more(runs_dir, monkeypatch):
+    from expkit import watch
+
+    reads = []
+    monkeypatch.setattr(watch, "progress", lambda run_dir, *a: reads.append(run_dir.name) or progress(run_dir, *a))
+    with Watcher(runs_dir, "tournament", lambda line: None, interval=0, bars=False, poll=3600) as watcher:
+        a = Run.create("tournament", tenant="acme", runs_dir=runs_dir)
+        a.start()
+        a.finish("succeeded")
+        for _ in range(3):
+            watcher.check()
+    assert reads == [a.dir.name]
