@@ -18,8 +18,10 @@ Without that section alerts go to the log and to ``alerts.jsonl`` in the runs fo
 An alert is identified by (app, tenant, check). :func:`notify` is told what fired and
 what was evaluated: a key that fires and is not open yet is opened and sent to every
 sink; while it stays open it is not sent again; a key that was evaluated and did not
-fire is cleared, and sent again when it next fires. A sink that fails (webhook down)
-gets the alert on a later tick that still sees it firing. The state lives in the run
+fire is cleared, and sent again when it next fires. When it clears, the sinks that got
+it are sent one "resolved" message (level ``resolved``; not retried if a sink fails).
+A sink that fails (webhook down) gets the alert on a later tick that still sees it
+firing. The state lives in the run
 index (:class:`AlertState`); concurrent callers decide under one lock, so an alert is
 sent once even when two monitors run at the same time.
 """
@@ -55,6 +57,8 @@ from ..scoring.scorelog import utcnow
 log = logging.getLogger(__name__)
 
 LEVELS = ("warning", "alert")
+#: The level of the message sent when an alert clears.
+RESOLVED = "resolved"
 FORMATS = ("json", "slack", "teams")
 #: The checks :func:`expkit.monitor` evaluates for every production model.
 MONITOR_CHECKS = ("drift", "fill rate", "unseen categories", "live auroc", "no scores")
@@ -116,7 +120,8 @@ class Sink:
     def send(self, alert: Mapping) -> None:
         """Deliver one alert (raises OSError/ConfigError when it could not)."""
         if self.kind == "log":
-            log.warning("%s: %s", alert["level"].upper(), alert["message"])
+            log.log(logging.INFO if alert["level"] == RESOLVED else logging.WARNING, "%s: %s",
+                    alert["level"].upper(), alert["message"])
         elif self.kind == "file":
             _append_line(Path(self.target), json.dumps(jsonable(dict(alert)), default=str))
         else:
@@ -166,7 +171,7 @@ def payload(alert: Mapping, fmt: str = "json") -> dict:
         card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
                 "version": "1.4", "body": [
                     {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium",
-                     "color": "Attention" if alert["level"] == "alert" else "Warning"},
+                     "color": {"alert": "Attention", RESOLVED: "Good"}.get(alert["level"], "Warning")},
                     {"type": "TextBlock", "text": alert["message"], "wrap": True},
                     {"type": "FactSet", "facts": facts}]}
         return {"type": "message", "attachments": [
@@ -278,15 +283,17 @@ def notify(firing: Iterable[Mapping], evaluated: Iterable[tuple] = (), *, source
     sent = []
     for key, record, have in todo:
         reached = []
+        resolved = record["level"] == RESOLVED
         for sink in sinks:
-            if sink.id in have:
+            if (sink.id not in have) if resolved else (sink.id in have):  # resolved: to those that got it
                 continue
             try:
                 sink.send(record)
                 reached.append(sink.id)
             except (OSError, ConfigError, http.client.HTTPException, ValueError) as exc:
                 log.error("alert %s/%s/%s not delivered to %s: %s", *key, sink.id, exc)
-        _delivered(key, reached, runs_dir)
+        if not resolved:
+            _delivered(key, reached, runs_dir)
         if reached:
             sent.append({**record, "sinks": reached})
     return sent
@@ -323,6 +330,11 @@ def _decide(fired: dict, checked: set, now: datetime, source, project, sink_ids:
             if row is not None and row.status == "open":
                 row.status, row.cleared_at, row.sending_until = "cleared", now, None
                 log.info("alert %s/%s/%s cleared", *key)
+                if row.delivered:
+                    opened = row.opened_at.isoformat(timespec="seconds")
+                    todo.append((key, {**row.record, "level": RESOLVED, "source": source,
+                                       "message": f"resolved (open since {opened}): {row.message}",
+                                       "resolved_at": now.isoformat(timespec="seconds")}, list(row.delivered)))
     return todo
 
 

@@ -35,12 +35,28 @@ def test_sent_once_until_cleared_then_again(project, runs_dir, webhook):
     assert body["check"] == "drift" and body["app"] == "leads" and body["tenant"] == "acme"
     assert body["text"].startswith("[expkit] ALERT leads/acme: drift") and body["source"] == "monitor"
     assert alerts.notify([DRIFT], EVALUATED, now=NOW) == [] and len(webhook.received) == 1  # next tick
-    alerts.notify([], EVALUATED, now=NOW)  # the drift is gone
+    resolved = alerts.notify([], EVALUATED, source="monitor", now=NOW)  # the drift is gone: said once
     assert alerts.state(runs_dir).iloc[0]["status"] == "cleared"
-    assert len(webhook.received) == 1
+    assert len(resolved) == 1 and len(webhook.received) == 2
+    body = webhook.received[1]["body"]
+    assert body["level"] == "resolved" and body["text"].startswith("[expkit] RESOLVED leads/acme: drift")
+    assert "PSI 0.90" in body["message"] and body["resolved_at"] == NOW.isoformat()
+    assert alerts.notify([], EVALUATED, now=NOW) == [] and len(webhook.received) == 2  # next tick: quiet
     alerts.notify([DRIFT], EVALUATED, now=NOW)  # and back
-    assert len(webhook.received) == 2
+    assert len(webhook.received) == 3 and webhook.received[2]["body"]["level"] == "alert"
     assert alerts.state(runs_dir).iloc[0]["times_opened"] == 2
+
+
+def test_resolved_goes_only_to_the_sinks_that_got_the_alert(project, webhook):
+    configure(project, {"webhook": webhook.url}, {"file": "alerts.jsonl"})
+    webhook.fail = True
+    alerts.notify([DRIFT], EVALUATED, now=NOW)  # reached the file only
+    webhook.fail = False
+    sent = alerts.notify([], EVALUATED, now=NOW)
+    assert [r["sinks"] for r in sent] == [[f"file:{project / 'alerts.jsonl'}"]] and webhook.received == []
+    lines = [json.loads(line) for line in (project / "alerts.jsonl").read_text().splitlines()]
+    assert [line["level"] for line in lines] == ["alert", "resolved"]
+    assert alerts.payload(lines[1], "teams")["attachments"][0]["content"]["body"][0]["color"] == "Good"
 
 
 def test_an_alert_is_keyed_by_app_tenant_and_check(project, webhook):

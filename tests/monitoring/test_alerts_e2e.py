@@ -73,13 +73,16 @@ def test_a_drifted_batch_posts_once_until_it_clears(project, webhook):
     assert "'spend' drifted" in body["message"] and body["source"] == "monitor"
     tick()
     assert len(webhook.received) == 1  # still drifted: not sent again
-    score(seed=12)  # a normal batch of 700 rows: the drift clears
+    score(seed=12)  # a normal batch of 700 rows: the drift clears, said once
     tick()
-    assert len(webhook.received) == 1
+    assert len(webhook.received) == 2
+    assert (webhook.received[1]["body"]["check"], webhook.received[1]["body"]["level"]) == ("drift", "resolved")
     assert alerts.state().set_index("check").loc["drift", "status"] == "cleared"
+    tick()
+    assert len(webhook.received) == 2
     score(seed=13, spend_scale=10)  # and comes back
     tick()
-    assert len(webhook.received) == 2 and webhook.received[1]["body"]["check"] == "drift"
+    assert len(webhook.received) == 3 and webhook.received[2]["body"]["level"] == "alert"
 
 
 def test_a_scheduled_monitor_sends_its_alerts(project, webhook):
