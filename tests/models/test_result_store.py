@@ -76,3 +76,18 @@ def test_folders_of_dead_processes_are_swept(tmp_path, monkeypatch):
     store.add("t", Heavy("t"))
     assert not gone.exists() and alive_one.exists() and other.exists()
     assert store.folder.parent == tmp_path and store.folder.name.startswith(f"{result_store.PREFIX}{os.getpid()}-")
+
+
+def test_the_winners_table_shows_the_best_tenant_in_bold():
+    import pandas as pd
+
+    from expkit.models.result import TenantTournamentResult
+
+    winners = pd.DataFrame({"tenant": ["acme", "globex", "tiny"], "rows": [300, 280, 30],
+                            "winner": ["lightgbm", "logistic", "ensemble"], "metric": ["auroc"] * 3,
+                            "holdout": [0.81, 0.86, 0.7], "above_chance": [True, True, False],
+                            "fallback": [False, False, True], "reason": [None, None, "30 labelled rows (< 50)"],
+                            "budget_note": [None] * 3})
+    page = TenantTournamentResult(winners, ResultStore(), None, "tenant", "converted", "binary")._repr_html_()
+    assert page.count("class='num best'") == 1  # the best hold-out only (rows are not a score)
+    assert "<td class='num best'>0.86</td>" in page and "1 using the global model" in page

@@ -8,6 +8,7 @@ import pytest
 
 import expkit
 from expkit.errors import SchemaError, TargetError
+from expkit.formatting import fmt
 from expkit.widgets import Explorer
 
 PNG = b"\x89PNG"
@@ -98,6 +99,11 @@ def test_selecting_a_column_plots_distribution_and_target_relation(leads):
     assert len(dist.patches) == 30 and 2 <= len(relation.patches) <= 10
     assert dist.get_xscale() == "log"  # money: log-spaced bins
     assert "spend" in ex.detail_title.value
+    labels = [t.get_text() for t in relation.get_yticklabels()]  # each bin named by its range, in order
+    lows = [float(label.split(" .. ")[0].replace(",", "")) for label in labels]
+    assert all(" .. " in label for label in labels) and lows == sorted(lows)
+    bins = pd.qcut(leads["spend"].dropna(), q=10, duplicates="drop").cat.categories
+    assert labels[0].split(" .. ")[1] == fmt(float(bins[0].right))
 
     ex.target_dd.value = None  # no target: only the distribution
     assert ex.target is None and len(ex.figure.axes) == 1
