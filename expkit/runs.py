@@ -264,10 +264,24 @@ def show(run_id: str, runs_dir=None) -> dict:
     return {**meta, "path": str(run.dir), "metrics": run.metrics, "files": files}
 
 
+def _weight(key: str) -> int:
+    """Where a row of :func:`compare` goes: what people compare first, details last."""
+    if key in ("tenant", "template", "status"):
+        return 0
+    if key.startswith("param."):
+        return 1
+    if key.startswith("metric."):
+        return 2 if "." not in key[len("metric."):] else 4  # headline metrics; nested details
+    return 3  # duration, fingerprints
+
+
 def compare(run_ids: Iterable[str], runs_dir=None) -> pd.DataFrame:
     """Parameters and metrics of runs side by side (one column per run).
 
-    The ``differs`` column is True where the runs do not all agree.
+    Rows come in the order people compare runs: tenant, template and status, the
+    parameters, the headline metrics, then duration and fingerprints, and the nested
+    details (e.g. an ensemble's members' hyperparameters) last. The ``differs`` column is
+    True where the runs do not all agree.
     """
     runs = [get(r, runs_dir) for r in run_ids]
     if len(runs) < 2:
@@ -283,6 +297,7 @@ def compare(run_ids: Iterable[str], runs_dir=None) -> pd.DataFrame:
         values.update({f"metric.{k}": v for k, v in flatten(run.metrics).items()})
         columns[run.id] = values
     frame = pd.DataFrame(columns)
+    frame = frame.iloc[sorted(range(len(frame)), key=lambda i: _weight(frame.index[i]))]
     frame = frame.astype(object).where(frame.notna(), None)
     frame["differs"] = [len({json.dumps(v, default=str) for v in row}) > 1
                         for row in frame[[r.id for r in runs]].itertuples(index=False)]

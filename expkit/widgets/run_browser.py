@@ -200,7 +200,7 @@ class RunBrowser(WidgetFront):
             return
         runs = [c for c in cmp.columns if c != "differs"]
         shown = cmp[cmp["differs"]] if self.only_differences.value else cmp
-        rows = [[esc(key), *(esc(shown.at[key, c]) for c in runs),
+        rows = [[esc(key), *(_cell(key, shown.at[key, c]) for c in runs),
                  "&#8800;" if shown.at[key, "differs"] else ""] for key in shown.index]
         classes = ["diff" if d else "" for d in shown["differs"]]
         same = int((~cmp["differs"]).sum())
@@ -258,3 +258,10 @@ def _metric_text(r) -> str:
 def _when(iso) -> str:
     """'2024-05-01T14:03:22+00:00' -> '2024-05-01 14:03:22' (times are UTC)."""
     return "" if not iso else str(iso).replace("T", " ").removesuffix("+00:00")
+
+
+def _cell(key: str, value) -> str:
+    """A comparison cell: digests shortened to 12 characters (the whole one on hover)."""
+    if isinstance(value, str) and key.endswith(("fingerprint", "hash")) and len(value) > 12:
+        return f"<span title='{esc(value)}'>{esc(value[:12])}…</span>"
+    return esc(value)

@@ -160,3 +160,11 @@ def test_report_link_is_the_jupyter_servers_files_url_in_a_kernel(three_runs, ru
     monkeypatch.setenv("JPY_PARENT_PID", str(os.getpid()))
     browser = RunBrowser(runs_dir)
     assert f'href="/files/runs/{a.id}/report.html"' in browser.table.value
+
+
+def test_digests_are_shortened_in_the_comparison():
+    from expkit.widgets.run_browser import _cell
+
+    digest = "f635545caa7ec47f0d159fb0516e372b506bdf006e633fc0b93a8121a32c3b19"
+    assert _cell("data.fingerprint", digest) == f"<span title='{digest}'>f635545caa7e…</span>"
+    assert _cell("param.note", digest) == digest and _cell("template_hash", None) == _cell("x", None)
