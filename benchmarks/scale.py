@@ -11,14 +11,19 @@ b. ``expkit run TEMPLATE --tenants-from FILE:COLUMN --cluster local:1`` and ``lo
    and the speed-up of the second worker.
 c. One tournament (demo leads, every family) with ``budget=SECONDS`` on ``local:1`` and
    ``local:2``: trials finished per second of search, and the speed-up.
+d. ``expkit score`` of demo-lead CSVs of ``--score-rows`` and four times as many rows with
+   a model that reads the free text: in the calling process (``--jobs 1``), on two local
+   worker processes (``--jobs 2``) and on ``--cluster local:2``; the marginal rows/s (what
+   the larger file adds, start-up cancelled), the speed-ups over one process, and the
+   peak memory (summed PSS of the command's process tree) on the larger file.
 
 Next to each speed-up: what a second busy process gains on this machine at that moment
 (two pure-CPU loops against one, measured right before the part), the limit here.
 Medians over ``--repeat``.
 
-    python benchmarks/scale.py                 # 24 and 72 tenants, 12 tenant runs, 60 s, 2 repeats
+    python benchmarks/scale.py                 # 100 and 1,000 tenants, 100 tenant runs, 60 s, 1M/4M rows, 2 repeats
     python benchmarks/scale.py --quick         # a quick check
-Writes benchmarks/results/scale.json.
+Writes benchmarks/results/scale.json (parts not run this time are kept from the last run).
 """
 from __future__ import annotations
 
@@ -51,7 +56,8 @@ def _spin(seconds, out):
 
 
 def busy_gain(seconds: float = 4.0) -> float:
-    """Work done by two pure-CPU loops at once over the work of one, in the same time."""
+    """Work done by two pure-CPU loops at once over the work of one, in the same time (one
+    loop measured before and after the pair, so that a load change during the pair counts half)."""
     ctx = mp.get_context("spawn")
 
     def run(k):
@@ -64,7 +70,8 @@ def busy_gain(seconds: float = 4.0) -> float:
             p.join()
         return total
 
-    return run(2) / run(1)
+    first, two, last = run(1), run(2), run(1)
+    return two / ((first + last) / 2)
 
 
 # -- a. many tenants from Python --------------------------------------------------------
@@ -115,6 +122,7 @@ def child_tenants(n_tenants: int, cluster: str) -> dict:
     return {"tenants": int(df["tenant"].nunique()), "seconds": round(seconds, 2),
             "tenants_per_minute": round(60 * len(res.winners) / seconds, 1),
             "fallback": int(res.winners["fallback"].sum()),
+            "results_on_disk_mb": round(sum(f.stat().st_size for f in res.results.folder.iterdir()) / 2**20, 1),
             "rss_before_mb": round(before / 2**20, 1), "peak_above_mb": round((mem.peak - before) / 2**20, 1)}
 
 
@@ -167,9 +175,53 @@ def child_trials(seconds: float, cluster: str) -> dict:
             "winner": r.winner, "holdout": round(float(r.headline[1]), 4)}
 
 
+# -- d. scoring ------------------------------------------------------------------------
+SCORING = {"one process": ["--jobs", "1"], "2 local workers": ["--jobs", "2"],
+           "LocalCluster(2)": ["--cluster", "local:2"]}
+
+
+def scoring_part(rows: int, repeat: int) -> dict:
+    """Part d: the marginal rows/s of each way of scoring, interleaved per repeat."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import scoring as sc
+
+    with tempfile.TemporaryDirectory(prefix="expkit-scale-score-") as tmp:
+        tmp = Path(tmp)
+        runs, out = tmp / "runs", tmp / "scored.csv"
+        runs.mkdir()
+        app = "bench-text"
+        sc.train(runs, app, with_text=True)
+        small, large = tmp / "small.csv", tmp / "large.csv"
+        sc.write_leads(small, rows, with_text=True)
+        sc.times_over(small, large, 4)
+        reps = []
+        for _ in range(repeat):
+            gain = busy_gain()
+            rates = {}
+            for name, how in SCORING.items():
+                t_small = sc.end_to_end(small, out, app, runs, how=how)
+                t_large = sc.end_to_end(large, out, app, runs, how=how)
+                rates[name] = round(3 * rows / (t_large - t_small))
+            reps.append({"busy_gain": round(gain, 3), "marginal_rows_per_s": rates})
+            print(json.dumps(reps[-1]), flush=True)
+        peaks = {name: round(sc.end_to_end(large, out, app, runs, memory=True, how=how), 1)
+                 for name, how in SCORING.items()}
+    rates = {name: statistics.median(r["marginal_rows_per_s"][name] for r in reps) for name in SCORING}
+    speedups = {name: statistics.median(r["marginal_rows_per_s"][name] / r["marginal_rows_per_s"]["one process"]
+                                        for r in reps) for name in list(SCORING)[1:]}
+    gain = statistics.median(r["busy_gain"] for r in reps)
+    return {"rows": rows, "large_rows": 4 * rows, "repeats": reps, "marginal_rows_per_s": rates,
+            "speedup": {k: round(v, 3) for k, v in speedups.items()}, "busy_gain": gain,
+            "share_of_limit": {k: share(v, gain) for k, v in speedups.items()},
+            "peak_pss_mb_large": peaks}
+
+
 def share(speedup: float, gain: float) -> float | None:
     """What the second worker gained as a share of what a second busy process gains here
-    (None when a second process gains nothing measurable: the machine is saturated)."""
+    (None when a second process gains nothing measurable: the machine is saturated). A
+    measured gain above 2 (the lone loop was slowed by something else) counts as 2: two
+    processes cannot do more than twice the work of one."""
+    gain = min(gain, 2.0)
     return None if gain - 1 < 0.05 else round((speedup - 1) / (gain - 1), 3)
 
 
@@ -182,12 +234,13 @@ def child(*args) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tenants", default="24,72", help="sizes of part a (two numbers)")
-    ap.add_argument("--run-tenants", type=int, default=12, help="tenants of part b")
+    ap.add_argument("--tenants", default="100,1000", help="sizes of part a (two numbers)")
+    ap.add_argument("--run-tenants", type=int, default=100, help="tenants of part b")
     ap.add_argument("--seconds", type=float, default=60.0, help="budget of part c")
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--parts", default="abc")
-    ap.add_argument("--quick", action="store_true", help="6,12 tenants, 4 runs, 20 s, 1 repeat")
+    ap.add_argument("--score-rows", type=int, default=1_000_000, help="rows of part d's small file (the large: 4x)")
+    ap.add_argument("--parts", default="abcd")
+    ap.add_argument("--quick", action="store_true", help="6,12 tenants, 4 runs, 20 s, 50,000 rows, 1 repeat")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -196,7 +249,7 @@ def main():
         print(json.dumps(result))
         return
     if args.quick:
-        args.tenants, args.run_tenants, args.seconds, args.repeat = "6,12", 4, 20.0, 1
+        args.tenants, args.run_tenants, args.seconds, args.score_rows, args.repeat = "6,12", 4, 20.0, 50_000, 1
     started = time.time()
     out = {"benchmark": "scale", "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                              "platform": platform.platform(), "load_at_start": os.getloadavg()},
@@ -245,10 +298,16 @@ def main():
                                    "share_of_limit": share(speed, gain)}
         print(json.dumps({k: v for k, v in out["c_one_tournament"].items() if k != "repeats"}), flush=True)
 
+    if "d" in args.parts:
+        out["d_scoring"] = scoring_part(args.score_rows, args.repeat)
+        print(json.dumps({k: v for k, v in out["d_scoring"].items() if k != "repeats"}), flush=True)
+
     out["machine"]["load_at_end"] = os.getloadavg()
     out["seconds"] = round(time.time() - started, 1)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
+    earlier = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    kept = {k: v for k, v in earlier.items() if k[:2] in {"a_", "b_", "c_", "d_"} and k[0] not in args.parts}
+    RESULTS.write_text(json.dumps(out | kept, indent=1) + "\n")
     print(f"written {RESULTS} in {out['seconds']} s")
 
 

@@ -253,13 +253,15 @@ def main(argv=None):
     ap.add_argument("--datasets", nargs="+", default=None, help="subset of " + ", ".join(datasets()))
     ap.add_argument("--quick", action="store_true", help="one seed and a 30 s budget (for development)")
     ap.add_argument("--tenants", action="store_true", help="also the per-tenant run on the demo leads")
-    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--out", type=Path, default=None, help=f"results file (default {OUT.relative_to(ROOT)}; "
+                    "with --report: write the pooled rows there)")
     ap.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
                     help="print the table of earlier result files (rows pooled) instead of running")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.ERROR, format="%(message)s")
     if args.report:
-        return report(args.report)
+        return report(args.report, args.out)
+    args.out = args.out or OUT
     if not SHARED.is_dir():
         print(f"shared datasets not found at {SHARED} (set EXPKIT_SHARED_DATA); tournament benchmark skipped",
               file=sys.stderr)
@@ -298,13 +300,18 @@ def main(argv=None):
     return 0
 
 
-def report(files) -> int:
-    """Print the markdown table of the rows pooled from earlier result files."""
+def report(files, out: Path | None = None) -> int:
+    """Print the markdown table of the rows pooled from earlier result files (and write
+    them to ``out`` when given). A (table, budget, seed) measured twice keeps its last row."""
     results = [json.loads(Path(f).read_text()) for f in files]
-    rows = [row for r in results for row in r["rows"]]
-    pooled = {**results[-1], "rows": rows, "summary": summary(rows),
+    latest = {(row["dataset"], row["budget"], row["seed"]): row for r in results for row in r["rows"]}
+    rows = list(latest.values())
+    pooled = {**{k: v for k, v in results[-1].items() if k != "partial"}, "rows": rows, "summary": summary(rows),
+              "pooled_from": [Path(f).name for f in files],
               "budgets": sorted({row["budget"] for row in rows}), "seeds": sorted({row["seed"] for row in rows})}
     print(markdown(pooled))
+    if out is not None:
+        write_json(out, pooled)
     return 0
 
 
