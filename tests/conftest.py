@@ -3,6 +3,7 @@ cleanly when it is absent; core tests use bundled or generated data only."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import matplotlib
@@ -93,3 +94,10 @@ def webhook():
     server.shutdown()
     server.server_close()
     thread.join(10)
+
+
+def pytest_configure(config):
+    """Ctrl-C reaches the processes the tests start, even when the suite itself was started
+    in the background (``nohup make test &`` ignores SIGINT, and children inherit that)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
