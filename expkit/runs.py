@@ -297,7 +297,7 @@ def compare(run_ids: Iterable[str], runs_dir=None) -> pd.DataFrame:
         values.update({f"metric.{k}": v for k, v in flatten(run.metrics).items()})
         columns[run.id] = values
     frame = pd.DataFrame(columns)
-    frame = frame.iloc[sorted(range(len(frame)), key=lambda i: _weight(frame.index[i]))]
+    frame = frame.loc[sorted(frame.index, key=_weight)]  # a stable sort: within a group, as written
     frame = frame.astype(object).where(frame.notna(), None)
     frame["differs"] = [len({json.dumps(v, default=str) for v in row}) > 1
                         for row in frame[[r.id for r in runs]].itertuples(index=False)]

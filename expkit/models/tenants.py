@@ -68,9 +68,11 @@ def run_tenants(est, run, df, schema, target, raw_filter=None) -> TenantTourname
         log.info("training the global model for %d fallback tenant(s)", len(fallback))
         global_result = run(df, schema, target, budget=budget, label="global", raw_filter=raw_filter)
     store.global_result = global_result
-    for name in fallback:
-        store.add_global(name)
-        summaries[name] = summary_of(global_result)
+    if fallback:
+        line = summary_of(global_result)
+        for name in fallback:
+            store.add_global(name)
+            summaries[name] = line
     counts = labelled[tenant].value_counts(dropna=False)
     rows = [{"tenant": name, "rows": int(counts.get(name, 0)), **summaries[name],
              "fallback": name in fallback, "reason": fallback.get(name)}

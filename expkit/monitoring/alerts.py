@@ -21,9 +21,9 @@ sink; while it stays open it is not sent again; a key that was evaluated and did
 fire is cleared, and sent again when it next fires. When it clears, the sinks that got
 it are sent one "resolved" message (level ``resolved``; not retried if a sink fails).
 A sink that fails (webhook down) gets the alert on a later tick that still sees it
-firing. The state lives in the run
-index (:class:`AlertState`); concurrent callers decide under one lock, so an alert is
-sent once even when two monitors run at the same time.
+firing. The state lives in the run index (:class:`AlertState`); concurrent callers
+decide under one lock, so an alert is sent once even when two monitors run at the same
+time.
 """
 from __future__ import annotations
 
