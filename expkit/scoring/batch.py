@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -32,7 +33,7 @@ from . import scorelog
 from .reader import Part, Source, input_columns, plan, read_range
 from .scorer import Scorer, load_scorer
 from .worker import Job, ModelRef, PartResult, model_bytes, score_part
-from .writer import Writer, clean_leftovers, output_kind
+from .writer import Spill, Writer, clean_leftovers, output_kind, tmp_name
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ class _Batch:
     """One batch being written: output, ids file, score counts and field summaries.
 
     Parts are added in input order; each part's output is written by a background thread
-    while the next part is awaited (at most one waits to be written).
+    while the next part is awaited (at most one waits to be written). Parts that workers
+    wrote themselves (:meth:`spill`) are joined to the output from their files.
     """
 
     def __init__(self, scorer: Scorer, app: str, tenant, runs_dir, output, out_kind: str):
@@ -54,7 +56,7 @@ class _Batch:
         self.counts = np.zeros(10, dtype=np.int64)
         self.summaries: list[dict] = []
         self.ids = self.out = None
-        self._pending = None
+        self._pending = self._staging = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="expkit-write")
         try:
             self.ids_path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,6 +68,20 @@ class _Batch:
         except BaseException:
             self.abort()
             raise
+
+    def spill(self) -> Spill:
+        """A staging folder next to the output where workers write their parts themselves."""
+        self._staging = tmp_name(self.output.with_name(self.output.name + ".parts"))
+        try:
+            self._staging.mkdir()
+        except OSError as exc:
+            raise ScoringError(f"cannot write {str(self.output)!r}: {exc.strerror or exc}",
+                               hint="free space or choose another output folder; nothing was written") from exc
+        return Spill(str(self._staging), self.out.kind, str(self.output))
+
+    def _unstage(self) -> None:
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
     def add(self, part: PartResult):
         """Account for the next part in input order; returns its output (in memory: score())."""
@@ -106,6 +122,7 @@ class _Batch:
             "ids_path": self.ids_path.relative_to(_runs_dir(self.runs_dir)).as_posix(),
             "output": None if self.output is None else str(self.output),
         }
+        self._unstage()
         self.ids.commit()
         try:
             if self.out is not None:
@@ -127,6 +144,7 @@ class _Batch:
             pass
         finally:
             self._thread.shutdown()
+        self._unstage()
         for writer in (self.ids, self.out):
             if writer is not None:
                 writer.abort()
@@ -315,7 +333,14 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
                 data = where.broadcast(model_bytes(ref))
                 if not from_db and not where.sees(src):
                     parts = (_handed_over(source, p) for p in parts)
-            job = Job(source, ref, chunksize, arrow=True, neutralise=out_kind in ("csv", "tsv") and not raw_text)
+            # workers in other processes write their scored rows themselves when they can
+            # (the rows numbered here, without id columns, need the caller to renumber them)
+            spill = None
+            if not (to_db or where.in_process or not scorer.id_columns) and where.sees_folder(dst.parent):
+                spill = batch.spill()
+                log.info("the workers write their scored parts to %s", spill.folder)
+            job = Job(source, ref, chunksize, arrow=True, neutralise=out_kind in ("csv", "tsv") and not raw_text,
+                      spill=spill)
             for result in where.map(score_part, parts, job, data):
                 batch.add(result)
         if batch.rows == 0:

@@ -24,7 +24,7 @@ from ..errors import ModelError
 from ..models.bundle import TRUSTED_TYPES, ModelBundle, trust_types, trusted_types
 from .reader import Part, Source, read_part
 from .scorer import Scorer, scored
-from .writer import neutralise
+from .writer import Spill, neutralise
 
 #: Models kept per worker process (by digest).
 CACHED_MODELS = 2
@@ -65,12 +65,15 @@ class Job:
     arrow: bool = True
     #: Text cells are neutralised against spreadsheet formulas (CSV/TSV outputs).
     neutralise: bool = False
+    #: Workers write their parts' tables there and send back only the files' names.
+    spill: Spill | None = None
 
 
 @dataclasses.dataclass
 class PartResult:
     """A scored part: its output rows, ids with scores, score counts and drift summary.
-    Without id columns the ``row`` numbers (and ids) count from 0 within the part."""
+    Without id columns the ``row`` numbers (and ids) count from 0 within the part. With
+    :attr:`Job.spill`, ``out`` and ``ids`` are the :class:`~.writer.Spilled` files."""
 
     number: int
     rows: int
@@ -144,5 +147,7 @@ def score_part(part: Part, job: Job, model_data: bytes | None = None) -> PartRes
         if job.neutralise:
             out = neutralise(out)
         id_frame = pa.Table.from_pandas(id_frame, preserve_index=False)
+        if job.spill is not None:
+            out, id_frame = job.spill.write(part.number, out, id_frame)
     summary = drift.merge(summaries) if len(summaries) > 1 else summaries[0]
     return PartResult(part.number, rows, out, id_frame, counts, summary)

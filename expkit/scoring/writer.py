@@ -7,10 +7,16 @@ so that leftovers of a killed command can be told from files still being written
 (:func:`clean_leftovers`).
 
 Text written to CSV/TSV is neutralised against spreadsheet formulas (:func:`neutralise`).
+
+Workers in other processes can write their parts themselves (:class:`Spill`) instead of
+sending the scored rows back: the calling process then only joins the part files in input
+order (text bytes copied, Parquet row groups re-written, a dataset's files renamed), which
+keeps it, and a Dask cluster's scheduler beside it, from carrying every row.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import secrets
@@ -28,6 +34,8 @@ FORMULA_START = "=+-@\t\r"
 _FORMULA = "^[" + re.escape(FORMULA_START) + "]"
 #: ... unless it is a plain number such as ``-12.5``, which a spreadsheet reads as that number.
 _NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+#: Bytes copied at a time when joining a worker's text part to the output.
+COPY_BLOCK = 1 << 20
 
 
 def output_kind(path) -> str:
@@ -86,6 +94,51 @@ def neutralise(table):
     return table.rename_columns(names) if names != table.column_names else table
 
 
+@dataclasses.dataclass(frozen=True)
+class Spilled:
+    """A part's table that a worker wrote to ``path`` (a text part starts with its
+    ``header`` bytes of column names)."""
+
+    path: str
+    header: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Spill:
+    """Where workers write their parts' tables (a staging folder of the calling process)
+    and in which form: text for a CSV/TSV output, else Parquet. ``output`` names the
+    final output in errors."""
+
+    folder: str
+    kind: str
+    output: str
+
+    def write(self, number: int, out, ids) -> tuple[Spilled, Spilled]:
+        """Write part ``number``'s output and ids tables; their :class:`Spilled` handles."""
+        import pyarrow.csv as pcsv
+        import pyarrow.parquet as pq
+
+        folder = Path(self.folder)
+        try:
+            ids_path = folder / f"ids-{number:06d}.parquet"
+            pq.write_table(ids, ids_path)
+            if self.kind in ("csv", "tsv"):
+                out_path = folder / f"part-{number:06d}.csv"
+                options = pcsv.WriteOptions(delimiter="\t" if self.kind == "tsv" else ",")
+                with open(out_path, "wb") as fh:
+                    pcsv.write_csv(out.slice(0, 0), fh, write_options=options)
+                    header = fh.tell()
+                    options.include_header = False
+                    pcsv.write_csv(out, fh, write_options=options)
+                return Spilled(str(out_path), header), Spilled(str(ids_path))
+            out_path = folder / f"part-{number:06d}.parquet"
+            pq.write_table(out, out_path)
+            return Spilled(str(out_path)), Spilled(str(ids_path))
+        except OSError as exc:
+            raise ScoringError(f"cannot write {self.output!r} (in a worker): {exc.strerror or exc}",
+                               hint="free space or choose another output folder; nothing was written") from exc
+
+
 class Writer:
     """Arrow tables appended in order to a temporary file (or folder), moved to ``path``
     by :meth:`commit`; :meth:`abort` removes it. Write errors (a full disk, a folder that
@@ -112,9 +165,15 @@ class Writer:
                                hint="free space or choose another output folder; nothing was written") from exc
 
     def write(self, table) -> None:
-        """Append one arrow table (or DataFrame)."""
+        """Append one arrow table (or DataFrame, or a worker's :class:`Spilled` part, whose
+        file is removed once appended)."""
         import pyarrow as pa
 
+        if isinstance(table, Spilled):
+            with self._errors():
+                self._append(table)
+                self._parts += 1
+            return
         if not isinstance(table, pa.Table):
             table = pa.Table.from_pandas(table, preserve_index=False)
         with self._errors():
@@ -131,6 +190,21 @@ class Writer:
             else:
                 self._write_parquet(table)
             self._parts += 1
+
+    def _append(self, part: Spilled) -> None:
+        if self.kind in ("csv", "tsv"):  # the bytes as they are, the header only once
+            with open(part.path, "rb") as fh:
+                if self._parts:
+                    fh.seek(part.header)
+                shutil.copyfileobj(fh, self._file, COPY_BLOCK)
+        elif self.kind == "dataset":
+            os.replace(part.path, self.tmp / f"part-{self._parts:05d}.parquet")
+            return
+        else:
+            import pyarrow.parquet as pq
+
+            self._write_parquet(pq.read_table(part.path))
+        os.remove(part.path)
 
     def _write_parquet(self, table) -> None:
         import pyarrow as pa

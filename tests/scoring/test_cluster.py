@@ -26,7 +26,9 @@ class FarCluster(DaskEngine):
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-def test_scoring_on_a_cluster_equals_local_scoring(model, runs_dir, tmp_path, dask_cluster, fmt):
+def test_scoring_on_a_cluster_equals_local_scoring(model, runs_dir, tmp_path, dask_cluster, fmt, caplog):
+    """The workers see the files here: they write their scored parts themselves."""
+    caplog.set_level("INFO", logger="expkit.scoring")
     df = leads(4000, seed=9)
     src = tmp_path / f"in.{fmt}"
     df.to_csv(src, index=False) if fmt == "csv" else df.to_parquet(src, row_group_size=500)
@@ -40,6 +42,7 @@ def test_scoring_on_a_cluster_equals_local_scoring(model, runs_dir, tmp_path, da
     assert local["rows"] == far["rows"] == 4000 and local["score_counts"] == far["score_counts"]
     assert local["fields"] == far["fields"]
     assert scorelog.count_batches(runs_dir) == 2
+    assert "the workers write their scored parts" in caplog.text
 
 
 def test_workers_that_cannot_see_the_files_get_the_model_and_rows_sent(model, runs_dir, tmp_path, dask_cluster):

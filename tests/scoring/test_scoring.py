@@ -84,6 +84,12 @@ def test_two_workers_give_the_same_batch_as_one(model, runs_dir, tmp_path, fmt):
     np.testing.assert_allclose(b["score"], expected_scores(model, df), rtol=1e-9)
     assert one["rows"] == two["rows"] == 3000 and one["score_counts"] == two["score_counts"]
     assert one["fields"] == two["fields"]
+    # a Parquet dataset from the workers' own part files: one file per part, in input order
+    scoring.score_file(src, str(tmp_path / "ds") + "/", app="leads", run=RUN, chunksize=200, keep=["visits"],
+                       n_jobs=2)
+    files = sorted((tmp_path / "ds").glob("part-*.parquet"))
+    assert len(files) >= 3 and [f.name for f in files] == [f"part-{i:05d}.parquet" for i in range(len(files))]
+    pd.testing.assert_frame_equal(pd.concat(map(pd.read_parquet, files), ignore_index=True), a)
     assert no_workers_left() and not leftovers(tmp_path, runs_dir / "scores")
 
 
@@ -173,9 +179,49 @@ def test_a_full_disk_mid_batch_is_one_clear_error_and_leaves_nothing(model, runs
     src, dst = write(leads(4000, seed=4), tmp_path / "in.csv"), tmp_path / "out.csv"
     before = state(runs_dir)
     with pytest.raises(ScoringError, match=r"cannot write '.*out\.csv': No space left on device"):
-        scoring.score_file(src, dst, app="leads", run=RUN, chunksize=100, n_jobs=2)
+        scoring.score_file(src, dst, app="leads", run=RUN, chunksize=100)
     assert state(runs_dir) == before and not dst.exists() and not leftovers(tmp_path, runs_dir / "scores")
-    assert no_workers_left()
+
+
+def test_workers_write_their_parts_and_a_full_disk_joining_them_leaves_nothing(model, runs_dir, tmp_path,
+                                                                                monkeypatch):
+    """With worker processes the scored rows do not come back: each worker writes its part
+    to a staging folder and this process joins the files in input order. A full disk while
+    joining is the same clear error, and the staging folder goes with the rest."""
+    import shutil
+
+    real, joined = shutil.copyfileobj, []
+
+    def copy(src, dst, *args):
+        joined.append(src.name)
+        if len(joined) == 3:
+            raise OSError(28, "No space left on device")
+        return real(src, dst, *args)
+
+    df = leads(4000, seed=4)
+    src, dst = write(df, tmp_path / "in.csv"), tmp_path / "out.csv"
+    scoring.score_file(src, tmp_path / "one.csv", app="leads", run=RUN, chunksize=500)
+    monkeypatch.setattr(shutil, "copyfileobj", copy)
+    before = state(runs_dir)
+    with pytest.raises(ScoringError, match=r"cannot write '.*out\.csv': No space left on device"):
+        scoring.score_file(src, dst, app="leads", run=RUN, chunksize=500, n_jobs=2)
+    assert all(".out.csv.parts." in name for name in joined), joined  # parts were written by the workers
+    assert state(runs_dir) == before and not dst.exists() and not leftovers(tmp_path, runs_dir / "scores")
+    monkeypatch.setattr(shutil, "copyfileobj", real)
+    scoring.score_file(src, dst, app="leads", run=RUN, chunksize=500, n_jobs=2)
+    assert dst.read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert no_workers_left() and not leftovers(tmp_path, runs_dir / "scores")
+
+
+def test_a_worker_that_cannot_write_its_part_names_the_output(tmp_path):
+    import pyarrow as pa
+
+    from expkit.scoring.writer import Spill
+
+    table = pa.table({"id": ["a"], "score": [0.5]})
+    spill = Spill(str(tmp_path / "gone"), "csv", str(tmp_path / "out.csv"))
+    with pytest.raises(ScoringError, match=r"cannot write '.*out\.csv' \(in a worker\): .*No such file"):
+        spill.write(0, table, table)
 
 
 def test_an_output_folder_that_cannot_be_written_is_one_clear_error(model, runs_dir, tmp_path):
