@@ -18,7 +18,11 @@ d. ``expkit score`` of demo-lead CSVs of ``--score-rows`` and four times as many
    peak memory (summed PSS of the command's process tree) on the larger file.
 
 Next to each speed-up: what a second busy process gains on this machine at that moment
-(two pure-CPU loops against one, measured right before the part), the limit here.
+(two pure-CPU loops against one, measured right before the part), the limit here. Parts
+b and d also record the CPU seconds of the command's whole process tree (workers,
+kernels, scheduler; from ``getrusage(RUSAGE_CHILDREN)``), so a shortfall can be split into
+cores left idle (busy cores = CPU seconds / wall seconds, out of 2) and extra CPU spent
+for the same work (CPU seconds with two workers over those with one).
 Medians over ``--repeat``.
 
     python benchmarks/scale.py                 # 100 and 1,000 tenants, 100 tenant runs, 60 s, 1M/4M rows, 2 repeats
@@ -32,6 +36,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -99,6 +104,12 @@ class PeakRSS:
         self._thread.join()
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of every finished (waited-for) descendant of this process."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def tenant_table(n_tenants: int):
     import expkit
 
@@ -137,8 +148,9 @@ TEMPLATE_CELLS = [
 ]
 
 
-def tenant_runs(folder: Path, n_tenants: int, workers: int) -> float:
-    """Seconds of ``expkit run --tenants-from`` on ``local:workers``."""
+def tenant_runs(folder: Path, n_tenants: int, workers: int) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (the whole process tree) of ``expkit run --tenants-from``
+    on ``local:workers``."""
     import nbformat
 
     template = folder / "tiny_tournament.ipynb"
@@ -149,14 +161,14 @@ def tenant_runs(folder: Path, n_tenants: int, workers: int) -> float:
         nbformat.write(nb, template)
         (folder / "tenants.csv").write_text("tenant\n" + "\n".join(f"t{i:03d}" for i in range(n_tenants)) + "\n")
     runs = folder / f"runs-{workers}-{time.time_ns()}"
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), children_cpu()
     out = subprocess.run([*EXPKIT, "run", str(template), "--tenants-from", f"{folder / 'tenants.csv'}:tenant",
                           "--cluster", f"local:{workers}", "--runs-dir", str(runs)],
                          capture_output=True, text=True, cwd=folder)
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, children_cpu() - cpu
     if out.returncode != 0:
         raise RuntimeError(f"expkit run failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-    return seconds
+    return seconds, cpu
 
 
 # -- c. one tournament's trials ----------------------------------------------------------
@@ -177,7 +189,12 @@ def child_trials(seconds: float, cluster: str) -> dict:
 
 # -- d. scoring ------------------------------------------------------------------------
 SCORING = {"one process": ["--jobs", "1"], "2 local workers": ["--jobs", "2"],
-           "LocalCluster(2)": ["--cluster", "local:2"]}
+           "LocalCluster(2)": ["--cluster", "local:2"], "LocalCluster(2), no trim": ["--cluster", "local:2"]}
+#: Dask's default worker environment sets MALLOC_TRIM_THRESHOLD_=65536, which makes glibc
+#: hand every large temporary back to the OS (and fault it in again). The last variant
+#: unsets it the way a user would, in a Dask config file (DASK_CONFIG); expkit leaves
+#: the workers' allocator to Dask's configuration.
+NO_TRIM = "distributed:\n  nanny:\n    pre-spawn-environ:\n      MALLOC_TRIM_THRESHOLD_: null\n"
 
 
 def scoring_part(rows: int, repeat: int) -> dict:
@@ -194,17 +211,26 @@ def scoring_part(rows: int, repeat: int) -> dict:
         small, large = tmp / "small.csv", tmp / "large.csv"
         sc.write_leads(small, rows, with_text=True)
         sc.times_over(small, large, 4)
+        (tmp / "dask").mkdir()
+        (tmp / "dask" / "no-trim.yaml").write_text(NO_TRIM)
+        envs = {"LocalCluster(2), no trim": {"DASK_CONFIG": str(tmp / "dask")}}
         reps = []
         for _ in range(repeat):
             gain = busy_gain()
-            rates = {}
+            rates, cpu_per_mrow, cores = {}, {}, {}
             for name, how in SCORING.items():
-                t_small = sc.end_to_end(small, out, app, runs, how=how)
-                t_large = sc.end_to_end(large, out, app, runs, how=how)
+                cpu = children_cpu()
+                t_small = sc.end_to_end(small, out, app, runs, how=how, env=envs.get(name))
+                cpu_small, cpu = children_cpu() - cpu, children_cpu()
+                t_large = sc.end_to_end(large, out, app, runs, how=how, env=envs.get(name))
+                cpu_large = children_cpu() - cpu
                 rates[name] = round(3 * rows / (t_large - t_small))
-            reps.append({"busy_gain": round(gain, 3), "marginal_rows_per_s": rates})
+                cpu_per_mrow[name] = round((cpu_large - cpu_small) / (3 * rows / 1e6), 2)
+                cores[name] = round((cpu_large - cpu_small) / (t_large - t_small), 2)
+            reps.append({"busy_gain": round(gain, 3), "marginal_rows_per_s": rates,
+                         "marginal_cpu_s_per_million_rows": cpu_per_mrow, "busy_cores": cores})
             print(json.dumps(reps[-1]), flush=True)
-        peaks = {name: round(sc.end_to_end(large, out, app, runs, memory=True, how=how), 1)
+        peaks = {name: round(sc.end_to_end(large, out, app, runs, memory=True, how=how, env=envs.get(name)), 1)
                  for name, how in SCORING.items()}
     rates = {name: statistics.median(r["marginal_rows_per_s"][name] for r in reps) for name in SCORING}
     speedups = {name: statistics.median(r["marginal_rows_per_s"][name] / r["marginal_rows_per_s"]["one process"]
@@ -213,6 +239,9 @@ def scoring_part(rows: int, repeat: int) -> dict:
     return {"rows": rows, "large_rows": 4 * rows, "repeats": reps, "marginal_rows_per_s": rates,
             "speedup": {k: round(v, 3) for k, v in speedups.items()}, "busy_gain": gain,
             "share_of_limit": {k: share(v, gain) for k, v in speedups.items()},
+            "busy_cores": {n: statistics.median(r["busy_cores"][n] for r in reps) for n in SCORING},
+            "cpu_s_per_million_rows": {n: statistics.median(r["marginal_cpu_s_per_million_rows"][n] for r in reps)
+                                       for n in SCORING},
             "peak_pss_mb_large": peaks}
 
 
@@ -272,14 +301,18 @@ def main():
             reps = []
             for _ in range(args.repeat):
                 gain = busy_gain()
-                one = tenant_runs(Path(tmp), args.run_tenants, 1)
-                two = tenant_runs(Path(tmp), args.run_tenants, 2)
+                (one, one_cpu), (two, two_cpu) = (tenant_runs(Path(tmp), args.run_tenants, w) for w in (1, 2))
                 reps.append({"busy_gain": round(gain, 3), "one_s": round(one, 2), "two_s": round(two, 2),
-                             "speedup": round(one / two, 3)})
+                             "speedup": round(one / two, 3), "one_cpu_s": round(one_cpu, 1),
+                             "two_cpu_s": round(two_cpu, 1), "busy_cores": {"1": round(one_cpu / one, 2),
+                                                                           "2": round(two_cpu / two, 2)},
+                             "cpu_two_over_one": round(two_cpu / one_cpu, 3)})
         speed = statistics.median(r["speedup"] for r in reps)
         gain = statistics.median(r["busy_gain"] for r in reps)
         out["b_tenant_runs"] = {"tenants": args.run_tenants, "repeats": reps, "speedup": speed, "busy_gain": gain,
                                 "share_of_limit": share(speed, gain),
+                                "busy_cores": {w: statistics.median(r["busy_cores"][w] for r in reps) for w in "12"},
+                                "cpu_two_over_one": statistics.median(r["cpu_two_over_one"] for r in reps),
                                 "tenants_per_minute": {
                                     "1": round(60 * args.run_tenants / statistics.median(r["one_s"] for r in reps), 1),
                                     "2": round(60 * args.run_tenants / statistics.median(r["two_s"] for r in reps), 1)}}

@@ -111,14 +111,16 @@ def write_leads(path: Path, rows: int, with_text: bool) -> None:
         done += n
 
 
-def end_to_end(src: Path, out: Path, app: str, runs: Path, memory: bool = False, how=("--jobs", str(JOBS))) -> float:
+def end_to_end(src: Path, out: Path, app: str, runs: Path, memory: bool = False, how=("--jobs", str(JOBS)),
+               env: dict | None = None) -> float:
     """Seconds of ``expkit score --jobs 2`` (or the options ``how``) in its own process or, with
     ``memory``, the peak of the summed PSS (MB) of the command and its processes, sampled every
     SAMPLE_EVERY seconds (sampling slows the command down, so time and memory come from
     separate runs)."""
     start = time.perf_counter()
     proc = subprocess.Popen([*EXPKIT, "score", str(src), "-o", str(out), "--app", app, "--runs-dir", str(runs),
-                             *how], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             *how], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=None if env is None else {**os.environ, **env})
     peak = 0.0
     while memory and proc.poll() is None:
         peak = max(peak, _pss_mb(_tree(proc.pid)))
