@@ -87,6 +87,15 @@ def _ctrl_c_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+def _quiet(record: logging.LogRecord) -> bool:
+    """Without --debug: no warnings of a local cluster's nannies about workers slow to exit
+    when stopped, and no asyncio tracebacks (a task that a stopped notebook run left behind
+    fails when its kernel is shut down, after the command has said why it stopped)."""
+    if record.name.startswith("distributed"):
+        return record.levelno >= logging.ERROR
+    return record.name != "asyncio"
+
+
 def _fail(message: str, code: int, debug: bool) -> int:
     if debug and sys.exc_info()[0] is not None:
         traceback.print_exc()
@@ -109,6 +118,6 @@ def cli(debug):
     level = logging.DEBUG if debug else logging.WARNING
     handler = logging.StreamHandler()
     handler.setLevel(level)  # libraries that set their own loggers to INFO (Dask) stay quiet too
-    if not debug:  # a local cluster's nannies warn about workers slow to exit when stopped
-        handler.addFilter(lambda record: record.levelno >= logging.ERROR or not record.name.startswith("distributed"))
+    if not debug:
+        handler.addFilter(_quiet)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", handlers=[handler])

@@ -177,3 +177,21 @@ def test_budget_note_is_read_from_the_run_metrics(tmp_path):
     assert budget_note({"path": str(tmp_path)}) == "budget too small: 2 of 7 families tried"
     (tmp_path / "metrics.json").write_text("{not json")
     assert budget_note({"path": str(tmp_path)}) is None
+
+
+def test_asyncio_tracebacks_stay_out_of_the_command_output_unless_debug(tmp_path):
+    """A notebook run stopped by SIGTERM can leave an asyncio task that fails once its
+    kernel is shut down, after the command printed its one error line; its traceback is
+    logged by asyncio (only --debug shows it). expkit's own warnings still show."""
+    code = ("import logging, sys\n"
+            "from expkit.cli import cli\n"
+            "try:\n"
+            f"    cli.main(sys.argv[1:] + ['runs', 'list', '--runs-dir', {str(tmp_path)!r}])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "logging.getLogger('asyncio').error('Task exception was never retrieved')\n"
+            "logging.getLogger('expkit.runs').warning('an expkit warning')\n")
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "an expkit warning" in quiet.stderr and "Task exception" not in quiet.stderr, quiet.stderr
+    debug = subprocess.run([sys.executable, "-c", code, "--debug"], capture_output=True, text=True)
+    assert "Task exception was never retrieved" in debug.stderr, debug.stderr
