@@ -264,6 +264,10 @@ def show(run_id: str, runs_dir=None) -> dict:
     return {**meta, "path": str(run.dir), "metrics": run.metrics, "files": files}
 
 
+#: Nested metrics that :func:`compare` shows with the headline ones (a tournament's hold-out).
+HEADLINE_GROUPS = ("holdout.",)
+
+
 def _weight(key: str) -> int:
     """Where a row of :func:`compare` goes: what people compare first, details last."""
     if key in ("tenant", "template", "status"):
@@ -271,7 +275,9 @@ def _weight(key: str) -> int:
     if key.startswith("param."):
         return 1
     if key.startswith("metric."):
-        return 2 if "." not in key[len("metric."):] else 4  # headline metrics; nested details
+        name = key[len("metric."):]
+        # headline metrics: the top-level ones and a tournament's hold-out metrics; nested details
+        return 2 if "." not in name or name.startswith(HEADLINE_GROUPS) else 4
     return 3  # duration, fingerprints
 
 

@@ -207,11 +207,14 @@ def test_compare_marks_differences(runs_dir):
 
 def test_compare_puts_parameters_and_headline_metrics_before_details(runs_dir):
     members = {"members": {"lightgbm #28": {"weight": 0.4, "num_leaves": 4}}}
-    a = _finished(runs_dir, params={"budget": 30}, metrics={"params": members, "auroc": 0.81, "winner": "ensemble"})
-    b = _finished(runs_dir, params={"budget": 40}, metrics={"params": {}, "auroc": 0.83, "winner": "logistic"})
+    a = _finished(runs_dir, params={"budget": 30}, metrics={"params": members, "auroc": 0.81, "winner": "ensemble",
+                                                            "holdout": {"auroc": 0.80}})
+    b = _finished(runs_dir, params={"budget": 40}, metrics={"params": {}, "auroc": 0.83, "winner": "logistic",
+                                                            "holdout": {"auroc": 0.82}})
     order = list(runs.compare([a.id, b.id], runs_dir).index)
     assert order.index("tenant") < order.index("param.budget") < order.index("metric.auroc")
     assert order.index("metric.winner") < order.index("duration") < order.index("metric.params.members.lightgbm #28.weight")
+    assert order.index("metric.holdout.auroc") < order.index("duration")  # a tournament's hold-out is a headline
 
 
 def test_rebuild_index_from_folders(runs_dir):
