@@ -359,3 +359,35 @@ def test_types_trusted_in_this_process_are_trusted_by_the_workers(runs_dir, fitt
     record = scoring.score_file(src, tmp_path / "out.csv", app="leads", run="run-custom", chunksize=200,
                                 n_jobs=2)
     assert record["rows"] == 600 and no_workers_left()
+
+
+def test_a_model_without_id_columns_numbers_rows_across_parts_and_workers(runs_dir, tmp_path):
+    """Without id columns each row is named by its number in the input: parts scored by two
+    workers come back (the workers cannot number them) and are numbered on, 0 to n-1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from expkit.features import Transmogrifier
+    from expkit.models.bundle import save_model
+    from expkit.schema import Schema
+
+    from .conftest import FEATURES
+
+    s = Schema.coerce({"spend": "numeric", "source": "categorical", "visits": "integer", "converted": "binary"})
+    s.target = "converted"
+    train = leads(600)
+    pipeline = make_pipeline(Transmogrifier(s), LogisticRegression()).fit(train[FEATURES], train["converted"])
+    card = {"task": "binary", "classes": [0, 1], "positive_class": 1, "threshold": 0.5, "id_columns": [],
+            "target": "converted", "schema": s.to_dict()}
+    save_model(pipeline, runs_dir / "run-noid" / "model", card=card)
+    df = leads(1500, seed=11)
+    src = write(df.drop(columns=["lead_id"]), tmp_path / "in.csv")
+    scoring.score_file(src, tmp_path / "one.csv", app="leads", run="run-noid", chunksize=200)
+    record = scoring.score_file(src, tmp_path / "two.csv", app="leads", run="run-noid", chunksize=200, n_jobs=2)
+    one, two = pd.read_csv(tmp_path / "one.csv"), pd.read_csv(tmp_path / "two.csv")
+    assert two["row"].tolist() == list(range(1500)) and record["rows"] == 1500
+    pd.testing.assert_frame_equal(one, two)
+    np.testing.assert_allclose(two["score"], pipeline.predict_proba(df[FEATURES])[:, 1], rtol=1e-6)
+    ids = scorelog.scored_ids(scorelog.batches("leads", runs_dir=runs_dir).iloc[[0]])
+    assert ids["id"].tolist() == [str(i) for i in range(1500)]
+    assert no_workers_left() and not leftovers(tmp_path, runs_dir / "scores")
