@@ -340,7 +340,7 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
                 spill = batch.spill()
                 log.info("the workers write their scored parts to %s", spill.folder)
             job = Job(source, ref, chunksize, arrow=True, neutralise=out_kind in ("csv", "tsv") and not raw_text,
-                      spill=spill)
+                      spill=spill, sequential=not where.in_process)
             for result in where.map(score_part, parts, job, data):
                 batch.add(result)
         if batch.rows == 0:

@@ -67,6 +67,9 @@ class Job:
     neutralise: bool = False
     #: Workers write their parts' tables there and send back only the files' names.
     spill: Spill | None = None
+    #: The model predicts in one thread (worker processes: the parallelism is across parts,
+    #: and joblib inside a Dask worker would fall back with a warning per part).
+    sequential: bool = False
 
 
 @dataclasses.dataclass
@@ -125,6 +128,15 @@ def scorer_of(ref: ModelRef, data: bytes | None = None) -> Scorer:
 
 def score_part(part: Part, job: Job, model_data: bytes | None = None) -> PartResult:
     """Read, check, summarize and score one part (the function every engine runs)."""
+    if job.sequential:
+        import joblib
+
+        with joblib.parallel_config(backend="sequential"):
+            return _score_part(part, job, model_data)
+    return _score_part(part, job, model_data)
+
+
+def _score_part(part: Part, job: Job, model_data: bytes | None) -> PartResult:
     scorer = scorer_of(job.model, model_data)
     outs, ids, summaries, counts, rows = [], [], [], None, 0
     for raw in read_part(job.source, part, job.chunksize):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -326,3 +328,28 @@ def test_a_local_cluster_scores_like_this_process_and_leaves_no_process(runs, tm
     assert invoke("score", tmp_path / "in.csv", "-o", tmp_path / "local.csv", "--app", "leads", "--jobs", "1",
                   "--chunksize", "1000").exit_code == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "cluster.csv"), pd.read_csv(tmp_path / "local.csv"))
+
+
+def test_a_forest_trained_on_two_cores_scores_on_a_local_cluster_without_warnings(runs, tmp_path):
+    """A forest keeps the tournament's n_jobs=2; in a Dask worker joblib would fall back to
+    one job with a six-line warning per part. Worker processes predict in one thread (the
+    parallelism is across parts), so the command prints its one line and nothing else."""
+    pytest.importorskip("distributed")
+    df = leads(800, n_tenants=1, seed=1).drop(columns=TEXT)
+    result = expkit.tournament(df, "converted", n_trials=2, families=["random_forest"], budget=30,
+                               progress=False, n_jobs=2, seed=0)
+    assert "n_jobs=2" in repr(result.best_pipeline)  # the forest (or ensemble of forests) keeps it
+    run = Run.create("forest-e2e", runs_dir=runs)
+    run.start()
+    run.save_model(result.best_pipeline, card=result.card())
+    run.log_metrics(result.summary())
+    run.finish("succeeded")
+    Registry(runs).promote(run.id, "forest")
+    leads(3000, n_tenants=1, seed=2).to_csv(tmp_path / "in.csv", index=False)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from expkit.cli import main; main()", "score", str(tmp_path / "in.csv"),
+         "-o", str(tmp_path / "out.csv"), "--app", "forest", "--chunksize", "1000", "--cluster", "local:2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "EXPKIT_RUNS": str(runs)})
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert err.strip() == "" and out.strip().startswith("scored 3,000 rows"), (out, err)
