@@ -299,8 +299,16 @@ class Run:
         return meta
 
     def _index(self, meta: Mapping) -> None:
+        """Write ``meta`` into the run's index row. Another process may index the same run
+        at once (a sweep finds the folder before its own process has indexed it), so the
+        row's read-then-write holds the run's lock (on PostgreSQL; SQLite writes one at a
+        time anyway), and a finished run's row is never taken back to an unfinished status
+        read from run.json before it finished."""
         record = index_record(meta, self.dir, self.metrics)
-        with db.session(self.dir.parent) as s:
+        with db.session(self.dir.parent, lock=f"expkit:run:{self.id}") as s:
+            row = s.get(RunRecord, record.run_id)
+            if row is not None and row.status in FINAL and record.status not in FINAL:
+                return
             s.merge(record)
 
     # -- lifecycle -------------------------------------------------------------------
