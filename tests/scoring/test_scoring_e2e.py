@@ -30,6 +30,16 @@ pytestmark = pytest.mark.slow
 TEXT = ["title", "note"]
 
 
+def promoted(result, root: Path, app: str) -> None:
+    """A tournament's model saved in a finished run of ``root`` and promoted for ``app``."""
+    run = Run.create(f"{app}-e2e", runs_dir=root)
+    run.start()
+    run.save_model(result.best_pipeline, card=result.card())
+    run.log_metrics(result.summary())
+    run.finish("succeeded")
+    Registry(root).promote(run.id, app)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A runs folder with one promoted model for app 'leads' (all tenants)."""
@@ -41,12 +51,7 @@ def trained(tmp_path_factory):
         df = leads(800, n_tenants=1, seed=0).drop(columns=TEXT)
         result = expkit.tournament(df, "converted", n_trials=3, families=["logistic"], budget=30,
                                    progress=False, n_jobs=1, seed=0)
-        run = Run.create("leads-e2e", runs_dir=root)
-        run.start()
-        run.save_model(result.best_pipeline, card=result.card())
-        run.log_metrics(result.summary())
-        run.finish("succeeded")
-        Registry(root).promote(run.id, "leads")
+        promoted(result, root, "leads")
     finally:
         if old is None:
             os.environ.pop("EXPKIT_RUNS", None)
@@ -339,12 +344,7 @@ def test_a_forest_trained_on_two_cores_scores_on_a_local_cluster_without_warning
     result = expkit.tournament(df, "converted", n_trials=2, families=["random_forest"], budget=30,
                                progress=False, n_jobs=2, seed=0)
     assert "n_jobs=2" in repr(result.best_pipeline)  # the forest (or ensemble of forests) keeps it
-    run = Run.create("forest-e2e", runs_dir=runs)
-    run.start()
-    run.save_model(result.best_pipeline, card=result.card())
-    run.log_metrics(result.summary())
-    run.finish("succeeded")
-    Registry(runs).promote(run.id, "forest")
+    promoted(result, runs, "forest")
     leads(3000, n_tenants=1, seed=2).to_csv(tmp_path / "in.csv", index=False)
     proc = subprocess.Popen(
         [sys.executable, "-c", "from expkit.cli import main; main()", "score", str(tmp_path / "in.csv"),
