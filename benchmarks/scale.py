@@ -104,10 +104,16 @@ class PeakRSS:
         self._thread.join()
 
 
-def children_cpu() -> float:
-    """User + system CPU seconds of every finished (waited-for) descendant of this process."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def with_cpu(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` and the CPU seconds (user + system) its processes used: those
+    of every descendant it started and waited for (``getrusage(RUSAGE_CHILDREN)``)."""
+    def cpu():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    before = cpu()
+    value = fn(*args, **kwargs)
+    return value, cpu() - before
 
 
 def tenant_table(n_tenants: int):
@@ -148,9 +154,8 @@ TEMPLATE_CELLS = [
 ]
 
 
-def tenant_runs(folder: Path, n_tenants: int, workers: int) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (the whole process tree) of ``expkit run --tenants-from``
-    on ``local:workers``."""
+def tenant_runs(folder: Path, n_tenants: int, workers: int) -> float:
+    """Seconds of ``expkit run --tenants-from`` on ``local:workers``."""
     import nbformat
 
     template = folder / "tiny_tournament.ipynb"
@@ -161,14 +166,14 @@ def tenant_runs(folder: Path, n_tenants: int, workers: int) -> tuple[float, floa
         nbformat.write(nb, template)
         (folder / "tenants.csv").write_text("tenant\n" + "\n".join(f"t{i:03d}" for i in range(n_tenants)) + "\n")
     runs = folder / f"runs-{workers}-{time.time_ns()}"
-    t, cpu = time.perf_counter(), children_cpu()
+    t = time.perf_counter()
     out = subprocess.run([*EXPKIT, "run", str(template), "--tenants-from", f"{folder / 'tenants.csv'}:tenant",
                           "--cluster", f"local:{workers}", "--runs-dir", str(runs)],
                          capture_output=True, text=True, cwd=folder)
-    seconds, cpu = time.perf_counter() - t, children_cpu() - cpu
+    seconds = time.perf_counter() - t
     if out.returncode != 0:
         raise RuntimeError(f"expkit run failed:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
-    return seconds, cpu
+    return seconds
 
 
 # -- c. one tournament's trials ----------------------------------------------------------
@@ -219,11 +224,8 @@ def scoring_part(rows: int, repeat: int) -> dict:
             gain = busy_gain()
             rates, cpu_per_mrow, cores = {}, {}, {}
             for name, how in SCORING.items():
-                cpu = children_cpu()
-                t_small = sc.end_to_end(small, out, app, runs, how=how, env=envs.get(name))
-                cpu_small, cpu = children_cpu() - cpu, children_cpu()
-                t_large = sc.end_to_end(large, out, app, runs, how=how, env=envs.get(name))
-                cpu_large = children_cpu() - cpu
+                (t_small, cpu_small), (t_large, cpu_large) = (
+                    with_cpu(sc.end_to_end, src, out, app, runs, how=how, env=envs.get(name)) for src in (small, large))
                 rates[name] = round(3 * rows / (t_large - t_small))
                 cpu_per_mrow[name] = round((cpu_large - cpu_small) / (3 * rows / 1e6), 2)
                 cores[name] = round((cpu_large - cpu_small) / (t_large - t_small), 2)
@@ -301,7 +303,8 @@ def main():
             reps = []
             for _ in range(args.repeat):
                 gain = busy_gain()
-                (one, one_cpu), (two, two_cpu) = (tenant_runs(Path(tmp), args.run_tenants, w) for w in (1, 2))
+                (one, one_cpu), (two, two_cpu) = (with_cpu(tenant_runs, Path(tmp), args.run_tenants, w)
+                                                  for w in (1, 2))
                 reps.append({"busy_gain": round(gain, 3), "one_s": round(one, 2), "two_s": round(two, 2),
                              "speedup": round(one / two, 3), "one_cpu_s": round(one_cpu, 1),
                              "two_cpu_s": round(two_cpu, 1), "busy_cores": {"1": round(one_cpu / one, 2),

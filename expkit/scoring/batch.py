@@ -33,7 +33,7 @@ from . import scorelog
 from .reader import Part, Source, input_columns, plan, read_range
 from .scorer import Scorer, load_scorer
 from .worker import Job, ModelRef, PartResult, model_bytes, score_part
-from .writer import Spill, Writer, clean_leftovers, output_kind, tmp_name
+from .writer import Spill, Writer, clean_leftovers, output_kind, tmp_name, write_errors
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +72,8 @@ class _Batch:
     def spill(self) -> Spill:
         """A staging folder next to the output where workers write their parts themselves."""
         self._staging = tmp_name(self.output.with_name(self.output.name + ".parts"))
-        try:
+        with write_errors(self.output):
             self._staging.mkdir()
-        except OSError as exc:
-            raise ScoringError(f"cannot write {str(self.output)!r}: {exc.strerror or exc}",
-                               hint="free space or choose another output folder; nothing was written") from exc
         return Spill(str(self._staging), self.out.kind, str(self.output))
 
     def _unstage(self) -> None:
@@ -336,7 +333,7 @@ def score_file(input, output, app: str, tenant=None, run=None, chunksize: int = 
             # workers in other processes write their scored rows themselves when they can
             # (the rows numbered here, without id columns, need the caller to renumber them)
             spill = None
-            if not (to_db or where.in_process or not scorer.id_columns) and where.sees_folder(dst.parent):
+            if scorer.id_columns and not (to_db or where.in_process) and where.sees_folder(dst.parent):
                 spill = batch.spill()
                 log.info("the workers write their scored parts to %s", spill.folder)
             job = Job(source, ref, chunksize, arrow=True, neutralise=out_kind in ("csv", "tsv") and not raw_text,

@@ -94,6 +94,17 @@ def neutralise(table):
     return table.rename_columns(names) if names != table.column_names else table
 
 
+@contextlib.contextmanager
+def write_errors(path, where: str = ""):
+    """An OSError inside (a full disk, a folder that cannot be written) becomes one
+    ScoringError naming ``path`` (and ``where`` it happened, e.g. " (in a worker)")."""
+    try:
+        yield
+    except OSError as exc:
+        raise ScoringError(f"cannot write {str(path)!r}{where}: {exc.strerror or exc}",
+                           hint="free space or choose another output folder; nothing was written") from exc
+
+
 @dataclasses.dataclass(frozen=True)
 class Spilled:
     """A part's table that a worker wrote to ``path`` (a text part starts with its
@@ -119,7 +130,7 @@ class Spill:
         import pyarrow.parquet as pq
 
         folder = Path(self.folder)
-        try:
+        with write_errors(self.output, " (in a worker)"):
             ids_path = folder / f"ids-{number:06d}.parquet"
             pq.write_table(ids, ids_path)
             if self.kind in ("csv", "tsv"):
@@ -134,9 +145,6 @@ class Spill:
             out_path = folder / f"part-{number:06d}.parquet"
             pq.write_table(out, out_path)
             return Spilled(str(out_path)), Spilled(str(ids_path))
-        except OSError as exc:
-            raise ScoringError(f"cannot write {self.output!r} (in a worker): {exc.strerror or exc}",
-                               hint="free space or choose another output folder; nothing was written") from exc
 
 
 class Writer:
@@ -150,19 +158,11 @@ class Writer:
         self._file = self._parquet = None
         self._schema = None
         self._parts = 0
-        with self._errors():
+        with write_errors(self.path):
             if kind == "dataset":
                 self.tmp.mkdir()
             else:
                 self._file = open(self.tmp, "wb")
-
-    @contextlib.contextmanager
-    def _errors(self):
-        try:
-            yield
-        except OSError as exc:
-            raise ScoringError(f"cannot write {str(self.path)!r}: {exc.strerror or exc}",
-                               hint="free space or choose another output folder; nothing was written") from exc
 
     def write(self, table) -> None:
         """Append one arrow table (or DataFrame, or a worker's :class:`Spilled` part, whose
@@ -170,13 +170,13 @@ class Writer:
         import pyarrow as pa
 
         if isinstance(table, Spilled):
-            with self._errors():
+            with write_errors(self.path):
                 self._append(table)
                 self._parts += 1
             return
         if not isinstance(table, pa.Table):
             table = pa.Table.from_pandas(table, preserve_index=False)
-        with self._errors():
+        with write_errors(self.path):
             if self.kind in ("csv", "tsv"):
                 import pyarrow.csv as pcsv
 
@@ -192,14 +192,14 @@ class Writer:
             self._parts += 1
 
     def _append(self, part: Spilled) -> None:
+        if self.kind == "dataset":  # the worker's file is the part
+            os.replace(part.path, self.tmp / f"part-{self._parts:05d}.parquet")
+            return
         if self.kind in ("csv", "tsv"):  # the bytes as they are, the header only once
             with open(part.path, "rb") as fh:
                 if self._parts:
                     fh.seek(part.header)
                 shutil.copyfileobj(fh, self._file, COPY_BLOCK)
-        elif self.kind == "dataset":
-            os.replace(part.path, self.tmp / f"part-{self._parts:05d}.parquet")
-            return
         else:
             import pyarrow.parquet as pq
 
@@ -225,7 +225,7 @@ class Writer:
 
     def commit(self) -> None:
         """Finish the file (flushed to disk) and move it into place."""
-        with self._errors():
+        with write_errors(self.path):
             if self._parquet is not None:
                 self._parquet.close()
             if self._file is not None:
