@@ -28,7 +28,7 @@ import nbformat
 from . import _lazy, db, engine, tracking
 from .errors import ConfigError, DataError, ExpkitError, RunError, Terminated, WriteError
 from .files import now, sha256_file, write_text
-from .kernel import KernelProcess, Stopper, manager_class
+from .kernel import PORT_TRIES, KernelProcess, Stopper, manager_class, port_taken
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
 from .run import Run
@@ -172,7 +172,6 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
     (killed if it does not stop), the run ends ``interrupted`` and its summary is
     returned; a Ctrl-C reaching the worker's own process does the same.
     """
-    import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     template = Path(template).absolute()
@@ -196,11 +195,10 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
         run.start()
         log.info("run %s: executing %s", run.id, template.name)
         with stopper:
-            pm.execute_notebook(str(template), _atomic(run.dir / "notebook.ipynb"), parameters=injected,
-                                kernel_name=kernel_name, progress_bar=False, log_output=False,
-                                request_save_on_cell_execute=True, cwd=str(cwd or Path.cwd()),
-                                start_timeout=120, **language,
-                                kernel_manager_class=manager_class(run.dir / "kernel.log", process))
+            _papermill(template, run, template_nb, stopper, process, parameters=injected,
+                       kernel_name=kernel_name, progress_bar=False, log_output=False,
+                       request_save_on_cell_execute=True, cwd=str(cwd or Path.cwd()),
+                       start_timeout=120, **language)
         status = "succeeded"
     except PapermillExecutionError as exc:
         status = "interrupted" if exc.ename == "KeyboardInterrupt" else "failed"
@@ -229,6 +227,30 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
         log.info("run %s: %s", run.id, status)
     tracking.log_run_safely(run, mlflow)
     return summary(run)
+
+
+def _papermill(template: Path, run: Run, template_nb, stopper: Stopper, process: KernelProcess, **kw) -> None:
+    """papermill's ``execute_notebook`` into the run folder, its kernel's output in
+    kernel.log; started again (:data:`~expkit.kernel.PORT_TRIES` in all) when the
+    kernel died before any cell because another process took one of its ports."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    log_file = run.dir / "kernel.log"
+    for attempt in range(1, PORT_TRIES + 1):
+        since = log_file.stat().st_size if log_file.exists() else 0
+        try:
+            pm.execute_notebook(str(template), _atomic(run.dir / "notebook.ipynb"),
+                                kernel_manager_class=manager_class(log_file, process), **kw)
+            return
+        except PapermillExecutionError:
+            raise
+        except Exception:
+            if (attempt == PORT_TRIES or stopper.requested or _running_cell(run, template_nb)
+                    or not port_taken(log_file, since)):
+                raise
+            log.warning("run %s: the kernel died at start, another process took one of its ports;"
+                        " starting it again (%d of %d)", run.id, attempt + 1, PORT_TRIES)
 
 
 def summary(run: Run) -> dict:

@@ -23,6 +23,22 @@ log = logging.getLogger(__name__)
 POLL = 0.5
 #: Seconds a kernel has to end after SIGINT before it is killed.
 KILL_AFTER = 3.0
+#: Starts tried for a kernel that died because one of its ports was taken.
+#: jupyter_client finds free ports by binding and releasing them; a kernel that
+#: another process starts at that moment can take one first (nteract/papermill#511:
+#: about 1 start in 200 with 8 processes starting kernels on 2 busy cores).
+PORT_TRIES = 3
+
+
+def port_taken(log_file: Path, since: int = 0) -> bool:
+    """Whether the kernel output written to ``log_file`` after byte ``since`` says a
+    port it was given was in use (ZMQError: Address already in use)."""
+    try:
+        with open(log_file, "rb") as fh:
+            fh.seek(since)
+            return b"Address already in use" in fh.read()
+    except OSError:
+        return False
 
 
 class KernelProcess:

@@ -76,6 +76,41 @@ def test_a_killed_kernel_fails_the_run_naming_the_cell(runs_dir):
     assert (only_run(runs_dir) / "report.html").is_file()
 
 
+#: A kernel that dies at start the first ``FAILS`` times it is launched (printing
+#: ``MESSAGE``, as ipykernel does when a port it was given is taken), then starts.
+FLAKY_KERNEL = """
+import os, sys
+count = os.path.join(os.path.dirname(__file__), "launches")
+n = int(open(count).read()) + 1 if os.path.exists(count) else 1
+open(count, "w").write(str(n))
+if n <= FAILS:
+    sys.exit("zmq.error.ZMQError: " + MESSAGE)
+os.execv(sys.executable, [sys.executable, "-m", "ipykernel_launcher", *sys.argv[1:]])
+"""
+
+
+@pytest.mark.parametrize("fails, message, status, launches", [
+    (1, "Address already in use (addr='tcp://127.0.0.1:39467')", "succeeded", 2),
+    (9, "Address already in use (addr='tcp://127.0.0.1:39467')", "failed", 3),
+    (9, "No such device", "failed", 1),
+])
+def test_a_kernel_whose_port_was_taken_is_started_again(runs_dir, tmp_path, monkeypatch,
+                                                        fails, message, status, launches):
+    spec = tmp_path / "jupyter" / "kernels" / "flaky"
+    spec.mkdir(parents=True)
+    (spec / "kernel.py").write_text(f"FAILS = {fails}\nMESSAGE = {message!r}\n{FLAKY_KERNEL}")
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, str(spec / "kernel.py"), "-f", "{connection_file}"],
+        "display_name": "flaky", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    from expkit.execute import execute
+
+    result = execute(TINY, runs_dir=runs_dir, kernel_name="flaky")
+    assert result["status"] == status, result["error"]
+    assert int((spec / "launches").read_text()) == launches
+    assert message in (only_run(runs_dir) / "kernel.log").read_text()
+
+
 def test_three_tenants_two_workers_one_fails(runs_dir):
     result = invoke("run", TINY, "--tenants", "acme,globex,initech", "-p", "fail_tenant", "globex",
                     "--workers", "2", "--runs-dir", runs_dir)
