@@ -274,8 +274,9 @@ class Training:
                                         np.concatenate([ytr_codes, yte_codes]), full=True, **common)
                 refit = {"rows": len(X_all), "on": "training + hold-out rows"}
             else:
-                refit["skipped"] = (f"refit on every row skipped: about {needed_s:.1f} s needed, "
-                                    f"{max(left, 0):.1f} s left in the budget")
+                refit["skipped"] = (f"refit on every row skipped: it needs about {needed_s:.2f} s and "
+                                    f"{max(left, 0):.2f} s of the budget are left; the saved model is "
+                                    f"the one trained on the {len(Xtr)} training rows (a larger budget refits it)")
                 log.warning(refit["skipped"])
         refit["metrics_from"] = f"the hold-out ({len(Xte)} rows) of the model trained on the {len(Xtr)} training rows"
         t = self._lap("refit_full", t)

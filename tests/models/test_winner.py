@@ -165,6 +165,24 @@ def test_saved_model_is_refit_on_every_row_and_the_card_says_so(registered):
     assert kept.card()["evaluation"]["trained_on"] == "training rows (400 rows)"
 
 
+def test_a_refit_on_every_row_that_does_not_fit_the_budget_is_skipped_and_said(registered, monkeypatch):
+    """When the refit on every row would overrun the budget, the saved model is the
+    train-only one and the card says why, with both figures."""
+    from expkit.models.budget import Plan
+
+    estimate = Plan.refit_seconds
+    monkeypatch.setattr(Plan, "refit_seconds", lambda self, search, trial, full=False:
+                        3600.0 if full else estimate(self, search, trial))
+    registered("rows", lambda p, task, seed: Recorder("rows"))
+    r = tournament(two_signals(500), "y", budget=5, families=["rows"], **FAST)
+    assert [shape[0] for tag, _, shape, _ in Recorder.seen][-1] == 400  # no fit on all 500 rows
+    assert r.best_pipeline is r.holdout_pipeline
+    evaluation = r.card()["evaluation"]
+    assert evaluation["trained_on"] == "training rows (400 rows)"
+    assert "refit on every row skipped: it needs about 3600.00 s" in evaluation["note"]
+    assert "the one trained on the 400 training rows" in evaluation["note"]
+
+
 def test_the_whole_call_keeps_to_the_budget_on_small_data():
     """Featurizing, search, ensemble, both refits, calibration, evaluation and insights
     together end within the budget + 10% (the search stops early by what the rest needs)."""
