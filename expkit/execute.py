@@ -28,7 +28,7 @@ import nbformat
 from . import _lazy, db, engine, tracking
 from .errors import ConfigError, DataError, ExpkitError, RunError, Terminated, WriteError
 from .files import now, sha256_file, write_text
-from .kernel import PORT_TRIES, KernelProcess, Stopper, manager_class, port_taken
+from .kernel import PORT_TRIES, KernelProcess, Stopper, last_line, manager_class, port_taken
 from .paths import runs_dir as _runs_dir
 from .paths import safe_name
 from .run import Run
@@ -212,6 +212,9 @@ def execute(template, params: Mapping | None = None, *, tenant=None, runs_dir=No
         error = {**_running_cell(run, template_nb), "message": f"{exc.reason} while writing {exc.name}"}
     except Exception as exc:  # dead kernel, kernel start failure, ...
         error = {**_running_cell(run, template_nb), "message": f"{type(exc).__name__}: {exc}"}
+        said = None if error.get("cell") else last_line(run.dir / "kernel.log")
+        if said:  # the kernel died before any cell: what it said last is the reason
+            error["message"] += f" (kernel.log ends: {said})"
     finally:
         if stopper.requested:  # whatever papermill saw (an interrupted cell, a dead kernel)
             status = "interrupted"

@@ -30,6 +30,18 @@ KILL_AFTER = 3.0
 PORT_TRIES = 3
 
 
+def last_line(log_file: Path, limit: int = 300) -> str | None:
+    """The last non-blank line the kernel wrote to ``log_file`` (at most ``limit``
+    characters), or None: what a kernel that died at start said last."""
+    try:
+        with open(log_file, "rb") as fh:
+            fh.seek(max(fh.seek(0, 2) - 4096, 0))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        return None
+    return lines[-1][:limit] if lines else None
+
+
 def port_taken(log_file: Path, since: int = 0) -> bool:
     """Whether the kernel output written to ``log_file`` after byte ``since`` says a
     port it was given was in use (ZMQError: Address already in use)."""

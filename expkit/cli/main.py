@@ -89,10 +89,14 @@ def _ctrl_c_ignored():
 
 def _quiet(record: logging.LogRecord) -> bool:
     """Without --debug: no warnings of a local cluster's nannies about workers slow to exit
-    when stopped, and no asyncio tracebacks (a task that a stopped notebook run left behind
-    fails when its kernel is shut down, after the command has said why it stopped)."""
+    when stopped, no asyncio tracebacks (a task that a stopped notebook run left behind
+    fails when its kernel is shut down, after the command has said why it stopped), and
+    not papermill's line about a kernel that died at start (the run's own line says why
+    it failed, or that its kernel is started again)."""
     if record.name.startswith("distributed"):
         return record.levelno >= logging.ERROR
+    if record.name == "papermill" and str(record.msg).startswith("Error occurred while starting new kernel"):
+        return False
     return record.name != "asyncio"
 
 

@@ -182,7 +182,9 @@ def test_budget_note_is_read_from_the_run_metrics(tmp_path):
 def test_asyncio_tracebacks_stay_out_of_the_command_output_unless_debug(tmp_path):
     """A notebook run stopped by SIGTERM can leave an asyncio task that fails once its
     kernel is shut down, after the command printed its one error line; its traceback is
-    logged by asyncio (only --debug shows it). expkit's own warnings still show."""
+    logged by asyncio (only --debug shows it). Papermill's line about a kernel that died at
+    start is hidden too (the run's own line says it). expkit's own warnings, and other
+    papermill errors, still show."""
     code = ("import logging, sys\n"
             "from expkit.cli import cli\n"
             "try:\n"
@@ -190,8 +192,13 @@ def test_asyncio_tracebacks_stay_out_of_the_command_output_unless_debug(tmp_path
             "except SystemExit:\n"
             "    pass\n"
             "logging.getLogger('asyncio').error('Task exception was never retrieved')\n"
+            "logging.getLogger('papermill').error('Error occurred while starting new kernel client"
+            " for kernel k: Kernel died before replying to kernel_info')\n"
+            "logging.getLogger('papermill').error('another papermill error')\n"
             "logging.getLogger('expkit.runs').warning('an expkit warning')\n")
     quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert "an expkit warning" in quiet.stderr and "Task exception" not in quiet.stderr, quiet.stderr
+    assert "an expkit warning" in quiet.stderr and "another papermill error" in quiet.stderr, quiet.stderr
+    assert "Task exception" not in quiet.stderr and "Kernel died" not in quiet.stderr, quiet.stderr
     debug = subprocess.run([sys.executable, "-c", code, "--debug"], capture_output=True, text=True)
     assert "Task exception was never retrieved" in debug.stderr, debug.stderr
+    assert "Kernel died before replying" in debug.stderr, debug.stderr

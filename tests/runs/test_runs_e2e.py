@@ -109,6 +109,8 @@ def test_a_kernel_whose_port_was_taken_is_started_again(runs_dir, tmp_path, monk
     assert result["status"] == status, result["error"]
     assert int((spec / "launches").read_text()) == launches
     assert message in (only_run(runs_dir) / "kernel.log").read_text()
+    if status == "failed":  # what the kernel said last is in the run's error
+        assert result["error"].endswith(f"(kernel.log ends: zmq.error.ZMQError: {message})"), result["error"]
 
 
 def test_three_tenants_two_workers_one_fails(runs_dir):
