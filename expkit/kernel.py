@@ -30,12 +30,12 @@ KILL_AFTER = 3.0
 PORT_TRIES = 3
 
 
-def last_line(log_file: Path, limit: int = 300) -> str | None:
-    """The last non-blank line the kernel wrote to ``log_file`` (at most ``limit``
-    characters), or None: what a kernel that died at start said last."""
+def last_line(log_file: Path, since: int = 0, limit: int = 300) -> str | None:
+    """The last non-blank line the kernel wrote to ``log_file`` after byte ``since`` (at
+    most ``limit`` characters), or None: what a kernel that died at start said last."""
     try:
         with open(log_file, "rb") as fh:
-            fh.seek(max(fh.seek(0, 2) - 4096, 0))
+            fh.seek(max(since, fh.seek(0, 2) - 4096))
             lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
     except OSError:
         return None
@@ -43,14 +43,9 @@ def last_line(log_file: Path, limit: int = 300) -> str | None:
 
 
 def port_taken(log_file: Path, since: int = 0) -> bool:
-    """Whether the kernel output written to ``log_file`` after byte ``since`` says a
-    port it was given was in use (ZMQError: Address already in use)."""
-    try:
-        with open(log_file, "rb") as fh:
-            fh.seek(since)
-            return b"Address already in use" in fh.read()
-    except OSError:
-        return False
+    """Whether the kernel died saying that a port it was given was in use (its last line
+    after byte ``since`` is ipykernel's ``ZMQError: Address already in use``)."""
+    return "Address already in use" in (last_line(log_file, since) or "")
 
 
 class KernelProcess:
