@@ -29,6 +29,7 @@ import optuna
 
 from . import evaluate
 from . import families as registry
+from .repeats import Seen, replay
 from .search import Search
 
 #: Fold caches a worker keeps (searches of different calls); the oldest goes first.
@@ -68,6 +69,7 @@ class ClusterSearch(Search):
         finished = [t for t in study.trials if t.state.is_finished()]
         self._have_winner = any(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
         self._best_value = study.best_value if self._have_winner else None
+        self.seen = Seen.of(study)
         self._enqueue_defaults(study, fams, len(folds[0].y_train) + len(folds[0].y_valid))
         remaining = None if cfg.n_trials is None else max(int(cfg.n_trials) - len(finished), 0)
         self.update_deadline()
@@ -81,10 +83,16 @@ class ClusterSearch(Search):
             while True:
                 self.update_deadline()
                 while (len(running) < eng.n_workers and (remaining is None or started < remaining)
-                       and time.monotonic() < self.deadline and not self._out_of_time):
+                       and time.monotonic() < self.deadline and not self._out_of_time and not self.converged()):
                     trial = study.ask()
                     family = registry.get_family(trial.suggest_categorical("family", names))
                     params = self.suggest(trial, family)
+                    started += 1
+                    if self._replayed(study, trial) or self.seen.wait_for(trial.params, trial):
+                        self._repeats += 1
+                        continue
+                    self._repeats = 0
+                    self.seen.fitting(trial.params)
                     left = self.deadline - time.monotonic() if np.isfinite(self.deadline) else None
                     # as locally, one trial runs to its end while there is no winner; the others keep the deadline
                     first = not self._have_winner and not any(f for _, _, f in running.values())
@@ -92,7 +100,6 @@ class ClusterSearch(Search):
                                         self._medians(study, len(names)),
                                         (dict(self._fold_seconds), dict(self._seconds_per_cost)))
                     running[future] = (trial, family, first)
-                    started += 1
                 if not running:
                     break
                 done, _ = eng.wait(list(running), timeout=1.0, first=True)
@@ -104,8 +111,8 @@ class ClusterSearch(Search):
                         outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:500]}
                     self._tell(study, trial, family, outcome)
         finally:
-            for trial, _, _ in running.values():  # interrupted: no trial left running in the study
-                with contextlib.suppress(Exception):
+            for trial in [*(t for t, _, _ in running.values()), *self.seen.abandon()]:
+                with contextlib.suppress(Exception):  # interrupted: no trial left running in the study
                     study.tell(trial, state=optuna.trial.TrialState.FAIL)
         self.ran_out_of_time = self._out_of_time or time.monotonic() >= self.deadline
         return study
@@ -129,6 +136,19 @@ class ClusterSearch(Search):
                 steps[step].append(value)
         return {step: float(np.median(values)) for step, values in steps.items()}
 
+    def _replayed(self, study, trial) -> bool:
+        """Whether ``trial`` repeats a complete trial's configuration: then it is told that
+        trial's outcome (see :mod:`.repeats`) and no worker fits it again."""
+        earlier = self.seen.get(trial.params)
+        if earlier is None:
+            return False
+        try:
+            study.tell(trial, replay(trial, earlier))
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        self._show(study)
+        return True
+
     def _tell(self, study, trial, family, outcome) -> None:
         for step, value in outcome.get("reports", []):
             trial.report(value, step)
@@ -150,12 +170,30 @@ class ClusterSearch(Search):
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
             value = outcome["value"]
+            self.seen.remember(trial.number, trial.params, value, outcome.get("reports", []), outcome.get("attrs", {}))
             study.tell(trial, value)
             self._keep_oof(trial.number, value, outcome["oof"], family.name)
             if not self._have_winner or (value > self._best_value if self.metric.greater_is_better
                                          else value < self._best_value):
                 self._best_value = value
             self._have_winner = True
+        for twin in self.seen.fitted(trial.params):  # proposed again while it was being fitted
+            self._settle_twin(study, twin, trial.number, outcome)
+        self._show(study)
+
+    def _settle_twin(self, study, twin, number, outcome) -> None:
+        """Tell ``twin`` the outcome of trial ``number``, which had the same configuration."""
+        if outcome["status"] == "complete":
+            self._replayed(study, twin)
+            return
+        twin.set_user_attr("repeat_of", number)
+        if outcome["status"] == "pruned":
+            study.tell(twin, state=optuna.trial.TrialState.PRUNED)
+        else:
+            twin.set_user_attr("error", outcome["error"])
+            study.tell(twin, state=optuna.trial.TrialState.FAIL)
+
+    def _show(self, study) -> None:
         if self.progress is not None:  # the bar counts finished trials here too
             best = study.best_trial if self._have_winner else None
             done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))

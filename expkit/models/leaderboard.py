@@ -26,6 +26,8 @@ def trials_frame(study) -> pd.DataFrame:
     """One row per trial of ``study`` (enqueued trials that never started are left out).
 
     ``partial`` is the mean score over the folds done of a trial that did not finish;
+    ``repeat_of`` the earlier trial whose configuration a trial repeated (it was not
+    fitted again: see :mod:`.repeats`);
     ``worker`` (only when trials ran on a cluster) the host:pid that ran it.
     """
     rows = []
@@ -44,10 +46,11 @@ def trials_frame(study) -> pd.DataFrame:
             "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete,
             "params": {k.split(".", 1)[1]: v for k, v in t.params.items() if "." in k},
             "stopped": t.user_attrs.get("stopped"), "error": t.user_attrs.get("error"),
+            "repeat_of": t.user_attrs.get("repeat_of"),
         })
     frame = pd.DataFrame(rows, columns=["number", "family", "state", "value", "partial", "cv_std", "folds_done",
                                         "fit_time", "duration", "datetime_start", "datetime_complete",
-                                        "params", "stopped", "error"])
+                                        "params", "stopped", "error", "repeat_of"])
     workers = [t.user_attrs.get("worker") for t in study.trials if t.state != optuna.trial.TrialState.WAITING]
     if any(workers):  # trials run on a cluster's workers (see cluster_search)
         frame["worker"] = workers

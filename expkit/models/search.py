@@ -32,6 +32,7 @@ from .. import sql
 from ..errors import ConfigError, TournamentError
 from . import families as registry
 from .calibration import scores_of
+from .repeats import MAX_REPEATS, Seen, replay
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,8 @@ class Search:
         self._out_of_time = False  # set when no family's fold fits in the time left
         self._have_winner = False
         self._best_value = None
+        self.seen = Seen()  # complete trials by configuration: a repeat is replayed, not refitted
+        self._repeats = 0  # proposals in a row that repeated a scored configuration
 
     # -- folds -------------------------------------------------------------------------
     def splitter(self, n_rows, ys):
@@ -304,11 +307,17 @@ class Search:
         study = self.open_study(names, fingerprint)
         finished = [t for t in study.trials if t.state.is_finished()]
         self._have_winner = any(t.state == optuna.trial.TrialState.COMPLETE for t in finished)
+        self.seen = Seen.of(study)
         self._enqueue_defaults(study, fams, len(folds[0].y_train) + len(folds[0].y_valid))
 
         def objective(trial):
             family = registry.get_family(trial.suggest_categorical("family", names))
             params = self.suggest(trial, family)
+            earlier = self.seen.get(trial.params)
+            if earlier is not None:
+                self._repeats += 1
+                return replay(trial, earlier)
+            self._repeats = 0
             try:
                 out = self.fit_score(family, params, folds, trial)
             except optuna.TrialPruned:
@@ -322,6 +331,9 @@ class Search:
             trial.set_user_attr("refit_params", out.refit_params)
             trial.set_user_attr("refit_params_full", out.refit_params_full)
             value = float(np.mean(out.scores))
+            self.seen.remember(trial.number, trial.params, value,
+                               [(i, float(np.mean(out.scores[:i + 1]))) for i in range(len(out.scores))],
+                               trial.user_attrs)
             self._keep_oof(trial.number, value, out.oof, family.name)
             if not self._have_winner or _better(value, self._best_value, self.metric):
                 self._best_value = value
@@ -346,7 +358,7 @@ class Search:
         def tick(study, trial):
             nonlocal done
             self.update_deadline()
-            if time.monotonic() >= self.deadline or self._out_of_time:
+            if time.monotonic() >= self.deadline or self._out_of_time or self.converged():
                 study.stop()
             if bar is not None:
                 done += 1
@@ -360,6 +372,16 @@ class Search:
                                callbacks=[tick, *(cfg.callbacks or [])])
         self.ran_out_of_time = self._out_of_time or time.monotonic() >= self.deadline
         return study
+
+    def converged(self) -> bool:
+        """Whether the last :data:`~.repeats.MAX_REPEATS` proposals all repeated scored
+        configurations (the search then ends: it has nothing new to try)."""
+        if self._repeats < MAX_REPEATS:
+            return False
+        if self._repeats == MAX_REPEATS:
+            self._repeats += 1  # said once
+            log.info("the search ends: its last %d proposals were configurations it had scored", MAX_REPEATS)
+        return True
 
     def _enqueue_defaults(self, study, fams, n_rows):
         seen = {t.params.get("family") for t in study.trials}
@@ -403,7 +425,7 @@ class Search:
     def oof_of(self, family, params, folds, trial):
         """Out-of-fold scores of a finished ``trial`` (refitted on the folds if it came from a
         resumed study or its scores were not kept)."""
-        kept = self.oof.get(trial.number)
+        kept = self.oof.get(trial.user_attrs.get("repeat_of", trial.number))
         if kept is None:
             return self.fit_score(family, params, folds).oof
         return kept[1]
