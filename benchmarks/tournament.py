@@ -173,6 +173,7 @@ def run_expkit(train, test, target, budget, seed):
     scores = r.best_pipeline.predict_proba(test.drop(columns=[target]))[:, 1]
     return {"auroc": roc_auc_score(test[target], scores), "seconds": seconds,
             "winner": r.winner, "cv_auroc": r.cv_score, "trials": len(r.trials),
+            "repeats": int(r.trials["repeat_of"].notna().sum()),  # replayed, not refitted
             "timings": r.timings, "above_chance": r.above_chance, "sampled": r.sampling["sampled"],
             "calibration": (r.calibration or {}).get("method"), "budget_note": r.budget_note,
             "refit": r.refit, "ensemble": r.ensemble}

@@ -57,8 +57,14 @@ def trials_frame(study) -> pd.DataFrame:
     return frame
 
 
+def fitted(trials: pd.DataFrame) -> pd.DataFrame:
+    """The trials that fitted their configuration (not replays of an earlier trial)."""
+    return trials[trials["repeat_of"].isna()] if "repeat_of" in trials else trials
+
+
 def leaderboard(trials: pd.DataFrame, metric, families=None, n_folds=None, ensemble=None) -> pd.DataFrame:
-    """One row per family: status, best CV score ± std, folds, trials, fit time, best params.
+    """One row per family: status, best CV score ± std, folds, trials, fit time (of the
+    trials that fitted: a replayed repeat took none), best params.
 
     Parameters
     ----------
@@ -87,7 +93,7 @@ def leaderboard(trials: pd.DataFrame, metric, families=None, n_folds=None, ensem
         started = part[part["folds_done"] > 0]
         row = {"family": fam, "trials": len(part), "complete": len(done),
                "pruned": int((part["state"] == "PRUNED").sum()), "failed": int((part["state"] == "FAIL").sum()),
-               "fit_time": float(part["fit_time"].fillna(0).sum()), "best_cv": np.nan, "cv_std": np.nan,
+               "fit_time": float(fitted(part)["fit_time"].fillna(0).sum()), "best_cv": np.nan, "cv_std": np.nan,
                "folds": None, "best_trial": None, "best_params": None}
         if len(done):
             best = done.loc[(sign * done["value"]).idxmax()]

@@ -78,6 +78,8 @@ def check_replayed(r, n_trials):
         assert row["folds_done"] == first["folds_done"] == 3  # the pruner saw every fold
     best = r.leaderboard.set_index("family").loc["two_nb"]
     assert best["trials"] == n_trials and np.isfinite(best["best_cv"])
+    assert best["best_trial"] in fitted.index  # the trial that was fitted, whose out-of-fold scores are kept
+    assert best["fit_time"] == pytest.approx(fitted["fit_time"].sum())  # replays took no fitting time
     assert r.best_pipeline.predict_proba(make("binary").head(3)).shape == (3, 2)
 
 
