@@ -238,6 +238,11 @@ class TournamentResult:
                 f"above_chance={self.above_chance})")
         return text + (f"\n{self.budget_note}" if self.budget_note else "")
 
+    def _repeats_note(self) -> str:
+        """Says how many trials repeated a scored configuration (replayed, not fitted)."""
+        repeats = int(self.trials["repeat_of"].notna().sum()) if "repeat_of" in self.trials else 0
+        return f" ({repeats} repeated an earlier configuration: replayed, not fitted again)" if repeats else ""
+
     def _repr_html_(self) -> str:
         name, value = self.headline
         ct = self.chance_test
@@ -278,7 +283,7 @@ class TournamentResult:
                 f"({html.escape(str(ct.get('method')))} CI {ct.get('ci_low', float('nan')):.3f}–"
                 f"{ct.get('ci_high', float('nan')):.3f}, p={ct.get('p_value', float('nan')):.3g})</p>"
                 f"{notes}<p>{html.escape(metrics)}</p>{calib}<p><b>Top fields</b>: {top}</p>"
-                f"<p>{len(self.trials)} trials in {self.timings.get('search', 0):.1f}s search "
+                f"<p>{len(self.trials)} trials{self._repeats_note()} in {self.timings.get('search', 0):.1f}s search "
                 f"({self.sampling['search_rows']} of {self.sampling['train_rows']} training rows)</p>"
                 f"{board._repr_html_()}</div>")
 

@@ -81,6 +81,7 @@ def check_replayed(r, n_trials):
     assert best["best_trial"] in fitted.index  # the trial that was fitted, whose out-of-fold scores are kept
     assert best["fit_time"] == pytest.approx(fitted["fit_time"].sum())  # replays took no fitting time
     assert r.best_pipeline.predict_proba(make("binary").head(3)).shape == (3, 2)
+    assert f"{n_trials} trials ({n_trials - 2} repeated an earlier configuration" in r._repr_html_()
 
 
 def test_a_repeated_configuration_is_replayed_not_refitted(two_configurations):
