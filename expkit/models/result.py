@@ -15,6 +15,7 @@ from .. import _lazy
 from ..files import jsonable, versions, write_csv, write_json, write_png
 from ..formatting import Table, best_columns, fmt
 from .bundle import save_model
+from .repeats import MAX_REPEATS
 
 _HEADLINE = {"binary": "auroc", "multiclass": "auroc", "regression": "r2"}
 
@@ -239,9 +240,15 @@ class TournamentResult:
         return text + (f"\n{self.budget_note}" if self.budget_note else "")
 
     def _repeats_note(self) -> str:
-        """Says how many trials repeated a scored configuration (replayed, not fitted)."""
-        repeats = int(self.trials["repeat_of"].notna().sum()) if "repeat_of" in self.trials else 0
-        return f" ({repeats} repeated an earlier configuration: replayed, not fitted again)" if repeats else ""
+        """Says how many trials repeated a scored configuration (replayed, not fitted), and
+        whether the search ended for it (its last MAX_REPEATS trials all repeats)."""
+        if "repeat_of" not in self.trials or not self.trials["repeat_of"].notna().any():
+            return ""
+        repeated = self.trials.sort_values("number")["repeat_of"].notna().to_numpy()
+        note = f" ({int(repeated.sum())} repeated an earlier configuration: replayed, not fitted again"
+        if len(repeated) >= MAX_REPEATS and repeated[-MAX_REPEATS:].all():
+            note += f"; the search ended early, as its last {MAX_REPEATS} proposals had all been scored"
+        return note + ")"
 
     def _repr_html_(self) -> str:
         name, value = self.headline

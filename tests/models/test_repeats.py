@@ -82,6 +82,7 @@ def check_replayed(r, n_trials):
     assert best["fit_time"] == pytest.approx(fitted["fit_time"].sum())  # replays took no fitting time
     assert r.best_pipeline.predict_proba(make("binary").head(3)).shape == (3, 2)
     assert f"{n_trials} trials ({n_trials - 2} repeated an earlier configuration" in r._repr_html_()
+    assert "ended early" not in r._repr_html_()  # n_trials ended it
 
 
 def test_a_repeated_configuration_is_replayed_not_refitted(two_configurations):
@@ -105,3 +106,4 @@ def test_a_search_that_only_repeats_itself_ends_before_the_deadline(two_configur
     assert streak == MAX_REPEATS  # the last MAX_REPEATS proposals repeated, and then it stopped
     assert len(trials) < 2 * MAX_REPEATS and r.timings["search"] < 10
     assert r.budget_note is None  # not a budget too small: nothing new was left to try
+    assert f"the search ended early, as its last {MAX_REPEATS} proposals had all been scored" in r._repr_html_()
