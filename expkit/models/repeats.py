@@ -62,9 +62,6 @@ class Seen:
             seen.remember(t.number, t.params, t.value, sorted(t.intermediate_values.items()), t.user_attrs)
         return seen
 
-    def __len__(self) -> int:
-        return len(self._by_key)
-
     def remember(self, number, params, value, reports, attrs) -> None:
         """Record a complete trial (the first of a configuration stays the one named)."""
         self._by_key.setdefault(key(params), Scored(
