@@ -107,3 +107,5 @@ def test_a_search_that_only_repeats_itself_ends_before_the_deadline(two_configur
     assert len(trials) < 2 * MAX_REPEATS and r.timings["search"] < 10
     assert r.budget_note is None  # not a budget too small: nothing new was left to try
     assert f"the search ended early, as its last {MAX_REPEATS} proposals had all been scored" in r._repr_html_()
+    r.trials.loc[r.trials["number"].idxmax(), "repeat_of"] = None  # the last trial fitted: not a converged search
+    assert "repeated an earlier configuration" in r._repr_html_() and "ended early" not in r._repr_html_()
