@@ -90,6 +90,7 @@ class ClusterSearch(Search):
                     started += 1
                     if self._replayed(study, trial) or self.seen.wait_for(trial.params, trial):
                         self._repeats += 1
+                        self._show(study)
                         continue
                     self._repeats = 0
                     self.seen.fitting(trial.params)
@@ -146,7 +147,6 @@ class ClusterSearch(Search):
             study.tell(trial, replay(trial, earlier))
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        self._show(study)
         return True
 
     def _tell(self, study, trial, family, outcome) -> None:

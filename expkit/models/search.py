@@ -376,12 +376,7 @@ class Search:
     def converged(self) -> bool:
         """Whether the last :data:`~.repeats.MAX_REPEATS` proposals all repeated scored
         configurations (the search then ends: it has nothing new to try)."""
-        if self._repeats < MAX_REPEATS:
-            return False
-        if self._repeats == MAX_REPEATS:
-            self._repeats += 1  # said once
-            log.info("the search ends: its last %d proposals were configurations it had scored", MAX_REPEATS)
-        return True
+        return self._repeats >= MAX_REPEATS
 
     def _enqueue_defaults(self, study, fams, n_rows):
         seen = {t.params.get("family") for t in study.trials}

@@ -31,6 +31,7 @@ from .cluster_search import ClusterSearch
 from .insights import Explainer, field_importance
 from .leaderboard import NOT_TRIED, leaderboard, trials_frame, with_oof_metrics
 from .progress import Bar
+from .repeats import MAX_REPEATS
 from .result import TournamentResult
 from .search import Search
 
@@ -218,6 +219,8 @@ class Training:
             fold.views = {k: v for k, v in fold.views.items() if k in needed}
         study = search.run(fams, folds, fingerprint=fingerprint(frame))
         t = self._lap("search", t)
+        if search.converged():
+            log.info("the search ended: its last %d proposals were configurations it had scored", MAX_REPEATS)
         if self.bar is not None:
             self.bar.stage("ensemble, refit, evaluation")
 
