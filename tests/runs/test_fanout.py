@@ -81,7 +81,7 @@ def _start(runs_dir, *where, tenants="a,b,c,d,e"):
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # two runs are in their sleeping cell
-        books = [p.read_text() for p in runs_dir.glob("*/notebook.ipynb")]
+        books = [p.read_text() for p in runs_dir.glob("[!.]*/notebook.ipynb")]  # not the hidden temporaries
         if sum('"execution_count": 3' in b for b in books) >= 2:
             return proc
         assert proc.poll() is None, (runs_dir.parent / "command.log").read_text()

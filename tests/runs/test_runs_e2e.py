@@ -142,11 +142,15 @@ def test_two_run_processes_at_once_keep_the_index_intact(runs_dir):
 def _wait_running(runs_dir, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        for meta in runs_dir.glob("*/run.json"):
+        # a run folder is written as a hidden temporary and renamed into place: skip those
+        for meta in runs_dir.glob("[!.]*/run.json"):
             nb = meta.parent / "notebook.ipynb"
-            if json.loads(meta.read_text())["status"] == "running" and nb.exists() \
-                    and '"execution_count": 2' in nb.read_text():
-                return meta.parent
+            try:
+                if json.loads(meta.read_text())["status"] == "running" and nb.exists() \
+                        and '"execution_count": 2' in nb.read_text():
+                    return meta.parent
+            except FileNotFoundError:  # renamed between the glob and the read
+                continue
         time.sleep(0.3)
     raise AssertionError("the run never started")
 
