@@ -19,7 +19,7 @@ from scipy import stats
 from sklearn import metrics as skm
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
 from ..errors import ConfigError
 
@@ -364,7 +364,7 @@ def _quality(y, p) -> dict:
 
 def choose_calibration(scores: np.ndarray, y: np.ndarray, n_classes: int,
                        methods=CALIBRATIONS, is_proba: bool = True,
-                       seed: int = 0) -> tuple[str, np.ndarray, dict]:
+                       seed: int = 0, groups=None) -> tuple[str, np.ndarray, dict]:
     """Pick the calibration method on out-of-fold validation scores.
 
     Each method is fitted on 4/5 of the validation scores and judged on the
@@ -373,6 +373,8 @@ def choose_calibration(scores: np.ndarray, y: np.ndarray, n_classes: int,
     probabilities, ``is_proba``) is judged the same way and listed first, so a
     calibrator is chosen only when it lowers the log loss: already calibrated
     scores keep ``"none"``, and of two calibrators the worse is never picked.
+    ``groups`` (e.g. the row of each score when folds were repeated) keeps the scores
+    of a group in the same fifth, so no calibrator is judged on a row it was fitted on.
 
     Returns
     -------
@@ -392,13 +394,17 @@ def choose_calibration(scores: np.ndarray, y: np.ndarray, n_classes: int,
                           hint=f"use some of {', '.join(CALIBRATIONS)}")
     counts = np.bincount(y, minlength=n_classes)
     folds = min(5, int(counts[counts > 0].min())) if n_classes else 5
-    splitter = (StratifiedKFold(max(folds, 2), shuffle=True, random_state=seed)
-                if folds >= 2 else KFold(2, shuffle=True, random_state=seed))
+    if groups is not None:
+        splitter = (StratifiedGroupKFold(max(folds, 2), shuffle=True, random_state=seed)
+                    if folds >= 2 else GroupKFold(2))
+    else:
+        splitter = (StratifiedKFold(max(folds, 2), shuffle=True, random_state=seed)
+                    if folds >= 2 else KFold(2, shuffle=True, random_state=seed))
     table: dict = {}
     preds = {}
     for method in methods:
         out = np.zeros_like(s, dtype=float)
-        for tr, te in splitter.split(s, y):
+        for tr, te in splitter.split(s, y, groups):
             out[te] = _calibrate_columns(method, s[tr], y[tr], s[te], n_classes, is_proba)
         preds[method] = out
         table[method] = _quality(y, out)

@@ -252,6 +252,7 @@ class TournamentResult:
 
     def _repr_html_(self) -> str:
         name, value = self.headline
+        cv = f"{self.sampling['cv']}, " if self.sampling.get("cv") else ""  # e.g. "5-fold CV, "
         ct = self.chance_test
         verdict = ("above chance" if self.above_chance else "NOT above chance")
         colour = "#2a7d2a" if self.above_chance else "#b03030"
@@ -291,7 +292,7 @@ class TournamentResult:
                 f"{ct.get('ci_high', float('nan')):.3f}, p={ct.get('p_value', float('nan')):.3g})</p>"
                 f"{notes}<p>{html.escape(metrics)}</p>{calib}<p><b>Top fields</b>: {top}</p>"
                 f"<p>{len(self.trials)} trials{self._repeats_note()} in {self.timings.get('search', 0):.1f}s search "
-                f"({self.sampling['search_rows']} of {self.sampling['train_rows']} training rows)</p>"
+                f"({cv}{self.sampling['search_rows']} of {self.sampling['train_rows']} training rows)</p>"
                 f"{board._repr_html_()}</div>")
 
 

@@ -20,18 +20,18 @@ import json
 import logging
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import KFold, StratifiedKFold
 
 from .. import sql
 from ..errors import ConfigError, TournamentError
 from . import families as registry
 from .calibration import scores_of
+from .folds import Fold, splitter
 from .repeats import MAX_REPEATS, Seen, replay
 
 log = logging.getLogger(__name__)
@@ -76,22 +76,6 @@ def view_key(family, params) -> str:
 def view_settings(key: str) -> tuple[str, bool]:
     """(view, buckets) of a view key."""
     return ("linear", False) if key == "linear-nobuckets" else (key, True)
-
-
-@dataclass
-class Fold:
-    """One cross-validation fold, featurized once: every trial reuses its matrices."""
-
-    valid: np.ndarray  # positions in the search sample
-    y_train: np.ndarray
-    y_valid: np.ndarray
-    views: dict = field(default_factory=dict)  # view key -> (X_train, X_valid)
-
-    def X_train(self, key: str = "linear"):
-        return self.views[key][0]
-
-    def X_valid(self, key: str = "linear"):
-        return self.views[key][1]
 
 
 @dataclass
@@ -158,29 +142,13 @@ class Search:
         self._repeats = 0  # proposals in a row that repeated a scored configuration
 
     # -- folds -------------------------------------------------------------------------
-    def splitter(self, n_rows, ys):
-        """The cross-validation splitter (``cv``: "auto", a number of folds or a splitter)."""
-        cv = self.cfg.cv
-        if not (cv == "auto" or isinstance(cv, (int, np.integer))):
-            if not hasattr(cv, "split"):
-                raise ConfigError(f"cv={cv!r} is not usable",
-                                  hint="use 'auto', a number of folds or an sklearn splitter")
-            return cv
-        k = (5 if n_rows <= 5000 else 3) if cv == "auto" else int(cv)
-        if k < 2:
-            raise ConfigError(f"cv={cv!r} must be at least 2 folds")
-        if self.task != "regression":
-            k = max(2, min(k, int(np.bincount(ys).min())))
-            return StratifiedKFold(k, shuffle=True, random_state=self.seed)
-        return KFold(k, shuffle=True, random_state=self.seed)
-
     def folds(self, Xs, ys, keys=("linear", "linear-nobuckets", "tree")) -> list[Fold]:
         """Fit one Featurizer inside each training fold and keep the views ``keys``
         (see :func:`view_key`); every trial reuses the matrices."""
         from ..features import Featurizer
 
         folds = []
-        for tr, va in self.splitter(len(Xs), ys).split(Xs, ys):
+        for tr, va in splitter(self.cfg.cv, len(Xs), ys, self.task, self.seed).split(Xs, ys):
             t = time.perf_counter()
             feat = Featurizer(schema=self.schema, view="all", random_state=self.seed)
             Xa = feat.fit_transform(Xs.iloc[tr], ys[tr])
@@ -216,8 +184,10 @@ class Search:
         """
         key = view_key(family, params)
         scores, fit_time, fitted = [], 0.0, []
+        # the folds' validation scores one after another (see folds.OutOfFold)
         oof = np.zeros((sum(len(f.valid) for f in folds),) + ((len(self.classes),)
                                                                 if self.task == "multiclass" else ()))
+        start = 0
         cost = family.relative_cost(params, folds[0].X_train(key).shape[1])
         expected = self.expected_fold_seconds(family, params, folds[0].X_train(key).shape[1])
         for i, fold in enumerate(folds):
@@ -249,7 +219,8 @@ class Search:
             self._fold_seconds[family.name] = max(expected, self._fold_seconds.get(family.name, 0.0))
             self._seconds_per_cost[family.name] = max(expected / cost,
                                                       self._seconds_per_cost.get(family.name, 0.0))
-            oof[fold.valid] = s
+            oof[start:start + len(s)] = s
+            start += len(s)
             scores.append(float(self.metric.fn(fold.y_valid, s)))
             if not np.isfinite(scores[-1]):
                 raise TournamentError(f"{family.name} gave a non-finite {self.metric.name}")

@@ -286,6 +286,8 @@ def tournament(data, target, *, task="auto", budget=60, n_trials=None, families=
         see :data:`expkit.models.evaluate.METRICS`).
     cv : "auto", int or sklearn splitter
         "auto": 5 folds (3 above 5,000 search rows), stratified for classification.
+        Any splitter works, e.g. ``RepeatedStratifiedKFold`` for a steadier score on a
+        small table, at the price of fewer trials in a budget.
     holdout : float
         Share of rows held out for the one final evaluation.
     calibrate : {"auto", "sigmoid", "isotonic", None}

@@ -28,6 +28,7 @@ from . import families as registry
 from .budget import INSIGHTS_SECONDS, Plan, too_small
 from .calibration import scores_of
 from .cluster_search import ClusterSearch
+from .folds import OutOfFold
 from .insights import Explainer, field_importance
 from .leaderboard import NOT_TRIED, leaderboard, trials_frame, with_oof_metrics
 from .progress import Bar
@@ -230,23 +231,26 @@ class Training:
             raise TournamentError("no trial finished" + (f"; errors: {errors[:3]}" if errors else
                                                          " within the budget"),
                                   hint="raise the budget or check the families' errors")
-        choice = winner.choose(search, study, folds, ys, plan=plan, end=end, ensemble=getattr(cfg, "ensemble", True))
+        layout = OutOfFold.of(folds)  # which row and label each out-of-fold score is of
+        choice = winner.choose(search, study, folds, layout, plan=plan, end=end,
+                               ensemble=getattr(cfg, "ensemble", True))
         t = self._lap("ensemble", t)
         board = leaderboard(trials, self.metric, families=[f.name for f in fams], n_folds=len(folds),
                             ensemble=choice.ensemble)
         if not search.ran_out_of_time:
             board["status"] = board["status"].replace(NOT_TRIED, "not tried (stopped)")
         shipped = len(choice.members) > 1
-        board = with_oof_metrics(board, {n: kept[1] for n, kept in search.oof.items()}, ys, self.task,
+        board = with_oof_metrics(board, {n: kept[1] for n, kept in search.oof.items()}, layout.y, self.task,
                                  ensemble_oof=choice.oof if shipped else None)
         note = self._budget_note(search, fams, board, len(folds))
 
         # -- refit on the training rows, calibrate, evaluate once on the hold-out ------------
         has_proba = winner.has_proba(choice, self.task)
-        method, calibrated_oof, table = winner.calibrate(choice, ys, task=self.task, n_classes=len(self.classes),
+        method, calibrated_oof, table = winner.calibrate(choice, layout, task=self.task, n_classes=len(self.classes),
                                                          setting=cfg.calibrate, has_proba=has_proba, seed=self.seed)
-        threshold = evaluate.f1_threshold(ys, calibrated_oof) if self.task == "binary" else 0.5
-        common = dict(task=self.task, schema=self.schema, seed=self.seed, n_jobs=self.n_jobs, method=method, oof_y=ys)
+        threshold = evaluate.f1_threshold(layout.y, calibrated_oof) if self.task == "binary" else 0.5
+        common = dict(task=self.task, schema=self.schema, seed=self.seed, n_jobs=self.n_jobs, method=method,
+                      oof_y=layout.y)
         member_trials = [m.trial for m in choice.members]
         self.timings["refit_estimate"] = sum(plan.refit_seconds(search, tr) for tr in member_trials)
         pipeline = winner.fit(choice, Xtr, ytr, ytr_codes, **common)
@@ -296,7 +300,7 @@ class Training:
                     "train_rows": int(len(train)), "holdout_rows": int(len(test)),
                     "search_rows": int(len(search_rows)), "sampled": bool(len(search_rows) < len(train)),
                     "method": "stratified" if classification else "random",
-                    "cv_folds": len(folds), "n_features": int(linear.shape[1]),
+                    "cv_folds": len(folds), "cv": layout.describe(), "n_features": int(linear.shape[1]),
                     "families": [f.name for f in fams], "importance": importance.attrs.get("plan"),
                     "imbalance": dict(self.imbalance, winner=choice.members[0].fit.get("class_weight"))}
         full = refit["on"] != "training rows"

@@ -76,9 +76,10 @@ def member(trial) -> Member:
     return Member(family, trial, params, fit, trial.user_attrs.get("refit_params_full", fit))
 
 
-def choose(search, study, folds, ys, *, plan, end, ensemble: bool = True) -> Choice:
+def choose(search, study, folds, layout, *, plan, end, ensemble: bool = True) -> Choice:
     """The best trial, or an ensemble of the best trials when it is better out of fold
-    and its final fits fit before ``end`` (``time.monotonic()``)."""
+    and its final fits fit before ``end`` (``time.monotonic()``); ``layout`` is the
+    :class:`~expkit.models.folds.OutOfFold` of ``folds``."""
     best = member(study.best_trial)
     oof = search.oof_of(best.family, best.params, folds, best.trial)
     single = Choice([best], [1.0], oof, float(best.trial.value))
@@ -110,7 +111,7 @@ def choose(search, study, folds, ys, *, plan, end, ensemble: bool = True) -> Cho
         left = end - time.monotonic() - EVALUATE_SECONDS - INSIGHTS_SECONDS[0]
         return plan.final_seconds(search, [members[n].trial for n in numbers]) <= left
 
-    weights, score = ens.select(candidates, ys, search.metric, fits=fits, folds=[f.valid for f in folds])
+    weights, score = ens.select(candidates, layout.y, search.metric, fits=fits, folds=layout.slots)
     if len(weights) < 2:
         return single
     gain = sign * (score - single.score)
@@ -125,8 +126,9 @@ def choose(search, study, folds, ys, *, plan, end, ensemble: bool = True) -> Cho
                   score, info)
 
 
-def calibrate(choice: Choice, ys, *, task, n_classes, setting, has_proba, seed):
-    """(method or None, calibrated out-of-fold scores, table of methods) for the winner.
+def calibrate(choice: Choice, layout, *, task, n_classes, setting, has_proba, seed):
+    """(method or None, calibrated out-of-fold scores, table of methods) for the winner;
+    ``layout`` (:class:`~expkit.models.folds.OutOfFold`) says which row each score is of.
 
     ``setting`` is the tournament's ``calibrate``: "auto" chooses among
     :data:`~expkit.models.evaluate.CALIBRATIONS` on out-of-fold log loss; a method name
@@ -142,7 +144,16 @@ def calibrate(choice: Choice, ys, *, task, n_classes, setting, has_proba, seed):
     if not method:
         return None, choice.oof, None
     methods = evaluate.CALIBRATIONS if method == "auto" else (method,)
-    return evaluate.choose_calibration(choice.oof, ys, n_classes, methods=methods, is_proba=has_proba, seed=seed)
+    # judged in row order (a row's repeats side by side): the same inner folds as when the
+    # scores were laid out by row, so a plain K-fold search calibrates as it always did
+    order = np.argsort(layout.rows, kind="stable")
+    groups = layout.groups()
+    chosen, calibrated, table = evaluate.choose_calibration(
+        choice.oof[order], layout.y[order], n_classes, methods=methods, is_proba=has_proba, seed=seed,
+        groups=None if groups is None else groups[order])
+    back = np.empty_like(calibrated)
+    back[order] = calibrated
+    return chosen, back, table
 
 
 def has_proba(choice: Choice, task) -> bool:
