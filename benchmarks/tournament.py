@@ -244,15 +244,17 @@ def markdown(result) -> str:
              "expkit ≥ both | expkit wall / budget (max) | FLAML wall / budget (max) | expkit winners |",
              "|---|---:|---:|---:|---|---|---:|---|---:|---:|---|"]
     for s in result["summary"]:
+        verdict = ("-" if s["flaml"] is None and result.get("expkit_only")  # FLAML not run: no verdict
+                   else "yes" if s["at_least_both"] else "**no**")
         fl = (f"{s['flaml']:.4f} ({s['flaml_range'][0]:.4f}-{s['flaml_range'][1]:.4f})"
               if s["flaml"] is not None else "not run" if result.get("expkit_only") else "not installed")
         lines.append(
             f"| {s['dataset']} | {s['train_rows']:,} | {s['positive_rate']:.1%} | {s['budget']:g} | "
             f"{s['expkit']:.4f} ({s['expkit_range'][0]:.4f}-{s['expkit_range'][1]:.4f}) | {fl} | {s['hgb']:.4f} | "
-            f"{'yes' if s['at_least_both'] else '**no**'} | {s['expkit_wall_max']:.2f} | "
+            f"{verdict} | {s['expkit_wall_max']:.2f} | "
             f"{s['flaml_wall_max']:.2f} | {', '.join(s['winners'])} |" if s["flaml_wall_max"] is not None else
             f"| {s['dataset']} | {s['train_rows']:,} | {s['positive_rate']:.1%} | {s['budget']:g} | "
-            f"{s['expkit']:.4f} | {fl} | {s['hgb']:.4f} | {'yes' if s['at_least_both'] else '**no**'} | "
+            f"{s['expkit']:.4f} | {fl} | {s['hgb']:.4f} | {verdict} | "
             f"{s['expkit_wall_max']:.2f} | - | {', '.join(s['winners'])} |")
     if result.get("tenants"):
         lines += ["", "| tenant | rows | winner | hold-out AUROC | above chance | fallback |",
