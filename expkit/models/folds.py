@@ -25,7 +25,7 @@ def splitter(cv, n_rows: int, y: np.ndarray, task: str, seed: int):
     """The cross-validation splitter for ``cv`` ("auto", a number of folds or an
     sklearn splitter) on ``n_rows`` rows with labels (class codes) or values ``y``."""
     if not (cv == "auto" or isinstance(cv, (int, np.integer))):
-        if not hasattr(cv, "split"):
+        if isinstance(cv, str) or not hasattr(cv, "split"):  # a str has .split too
             raise ConfigError(f"cv={cv!r} is not usable",
                               hint="use 'auto', a number of folds or an sklearn splitter")
         return cv

@@ -110,3 +110,11 @@ def test_calibration_is_judged_in_row_order():
     expected = evaluate.choose_calibration(by_row, np.arange(300) % 2, 2, seed=0)
     assert method == expected[0] and table == expected[2]
     assert np.allclose(calibrated, expected[1][layout.rows])  # back in the layout's order
+
+
+@pytest.mark.parametrize("cv", ["five", "5", 1, object()])
+def test_an_unusable_cv_is_a_clear_error(cv):
+    from expkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"cv=.*(not usable|at least 2 folds)"):
+        splitter(cv, 100, np.arange(100) % 2, "binary", 0)
