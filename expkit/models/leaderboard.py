@@ -132,6 +132,8 @@ def leaderboard(trials: pd.DataFrame, metric, families=None, n_folds=None, ensem
     ranked = (board["_order"] <= 1).to_numpy()
     board.insert(0, "rank", pd.array(np.where(ranked, np.cumsum(ranked), 0), dtype="Int64"))
     board.loc[~ranked, "rank"] = pd.NA
+    for column in ("folds", "best_trial"):  # counts and numbers: 5, not 5.0 beside a blank
+        board[column] = pd.array(board[column], dtype="Int64")
     return board.drop(columns=["_order", "_key", "_first"]).reset_index(drop=True)[COLUMNS]
 
 

@@ -81,6 +81,7 @@ def test_a_tournament_takes_any_splitter(cv):
     n_folds = cv if isinstance(cv, int) else cv.get_n_splits()
     complete = r.trials[r.trials["state"] == "COMPLETE"]
     assert complete["folds_done"].eq(n_folds).all() and r.sampling["cv_folds"] == n_folds
+    assert str(r.leaderboard["folds"].dtype) == "Int64"  # a count: shown as 6, not 6.0
     best = complete.loc[complete["value"].idxmax()]
     single = r.leaderboard[r.leaderboard["family"] == best["family"]].iloc[0]
     assert single["best_cv"] == pytest.approx(best["value"]) and np.isfinite(single["oof_auroc"])
