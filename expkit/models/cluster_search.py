@@ -11,9 +11,10 @@ The search rows are sent once to every worker (:meth:`~expkit.engine.Engine.broa
 each worker featurizes the folds at its first trial and keeps them for the next ones
 (built once per worker, not per trial). A worker stops a trial between folds when the
 next fold would cross the deadline, and cuts it when it is worse than the median of the
-finished trials at that fold (the study's median pruner, evaluated where the trial
-runs). The client starts no trial after the deadline, so the budget holds for the whole
-call. Model families must be importable on the workers (the built-in ones are).
+finished trials at that fold, or of its family's when that is lower (the study's
+pruner, :mod:`.pruning`, evaluated where the trial runs). The client starts no trial
+after the deadline, so the budget holds for the whole call. Model families must be
+importable on the workers (the built-in ones are).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import time
 import numpy as np
 import optuna
 
-from . import evaluate
+from . import evaluate, pruning
 from . import families as registry
 from .repeats import Seen, replay
 from .search import Search
@@ -98,7 +99,7 @@ class ClusterSearch(Search):
                     # as locally, one trial runs to its end while there is no winner; the others keep the deadline
                     first = not self._have_winner and not any(f for _, _, f in running.values())
                     future = eng.submit(run_trial, spec, family.name, params, left, not first,
-                                        self._medians(study, len(names)),
+                                        self._thresholds(study, family.name, len(names)),
                                         (dict(self._fold_seconds), dict(self._seconds_per_cost)))
                     running[future] = (trial, family, first)
                 if not running:
@@ -125,17 +126,12 @@ class ClusterSearch(Search):
                     rows=self.rows)
 
     @staticmethod
-    def _medians(study, n_startup) -> dict | None:
-        """The median of the finished trials' scores at each fold (None before the
-        pruner's start-up trials are done): a worker cuts a trial below it."""
+    def _thresholds(study, family, n_startup) -> dict | None:
+        """The scores below which a worker cuts a trial of ``family`` at each fold
+        (:func:`~expkit.models.pruning.thresholds`, as the study's pruner)."""
         complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if len(complete) < n_startup:
-            return None
-        steps = collections.defaultdict(list)
-        for t in complete:
-            for step, value in t.intermediate_values.items():
-                steps[step].append(value)
-        return {step: float(np.median(values)) for step, values in steps.items()}
+        return pruning.thresholds(complete, family, study.direction == optuna.study.StudyDirection.MAXIMIZE,
+                                  n_startup)
 
     def _replayed(self, study, trial) -> bool:
         """Whether ``trial`` repeats a complete trial's configuration: then it is told that
@@ -218,7 +214,7 @@ class ClusterSearch(Search):
             _CACHE.popitem(last=False)
         return search, folds
 
-    def trial_here(self, folds, family_name, params, seconds_left, have_winner, medians, timings) -> dict:
+    def trial_here(self, folds, family_name, params, seconds_left, have_winner, limits, timings) -> dict:
         """One configuration on the kept folds, within ``seconds_left`` (``have_winner``
         False: to its end); ``timings`` are the slowest folds seen by every worker so far.
         Returns what the study is told."""
@@ -228,7 +224,7 @@ class ClusterSearch(Search):
             for name, seconds in theirs.items():
                 mine[name] = max(seconds, mine.get(name, 0.0))
         self._out_of_time = False
-        trial = _WorkerTrial(medians, self.metric.greater_is_better)
+        trial = _WorkerTrial(limits, self.metric.greater_is_better)
         out = {"worker": f"{socket.gethostname()}:{os.getpid()}", "attrs": {"folds_built": self.built}}
         try:
             result = self.fit_score(registry.get_family(family_name), params, folds, trial)
@@ -256,10 +252,10 @@ class _Settings:
 
 class _WorkerTrial:
     """Stands for the study's trial where the trial runs: keeps its reports and
-    attributes for the study, and prunes as the study's median pruner would."""
+    attributes for the study, and prunes as the study's pruner would."""
 
-    def __init__(self, medians, greater_is_better):
-        self.medians = medians
+    def __init__(self, limits, greater_is_better):
+        self.limits = limits
         self.greater = greater_is_better
         self.reports: list = []
         self.attrs: dict = {}
@@ -271,24 +267,20 @@ class _WorkerTrial:
         self.attrs[name] = value
 
     def should_prune(self) -> bool:
-        if not self.medians or not self.reports:
-            return False
-        step = self.reports[-1][0]
-        median = self.medians.get(step)
-        if median is None:
+        if not self.limits or not self.reports:
             return False
         values = [v for _, v in self.reports]
-        best = max(values) if self.greater else min(values)
-        return best < median if self.greater else best > median
+        return pruning.should_prune(max(values) if self.greater else min(values),
+                                    self.limits.get(self.reports[-1][0]), self.greater)
 
 
-def run_trial(spec, family_name, params, seconds_left, have_winner, medians, timings) -> dict:
+def run_trial(spec, family_name, params, seconds_left, have_winner, limits, timings) -> dict:
     """One trial on a worker (see :meth:`ClusterSearch.trial_here`)."""
     from threadpoolctl import threadpool_limits
 
     search, folds = ClusterSearch.on_worker(spec)
     with threadpool_limits(limits=1):  # one thread per fit, as in a local tournament
-        return search.trial_here(folds, family_name, params, seconds_left, have_winner, medians, timings)
+        return search.trial_here(folds, family_name, params, seconds_left, have_winner, limits, timings)
 
 
 def forget(token) -> None:

@@ -7,7 +7,8 @@ trial: one configuration fitted and scored on every fold. :meth:`Search.run`
 enqueues each family's default configuration, then lets TPE propose
 configurations: ``family`` is the first choice and each family's parameters are
 conditional on it (:class:`Prefixed`). Trials report per-fold scores and a median
-pruner stops weak ones early. No fold starts when its expected time would cross
+pruner stops weak ones early, judging a trial within its family too (see
+:mod:`.pruning`). No fold starts when its expected time would cross
 the deadline (see :meth:`Search.fit_score`); the study stops at the deadline,
 after ``n_trials``, or when no configuration can start any more. The deadline is
 the end of the whole call minus what the rest of it is expected to take
@@ -32,6 +33,7 @@ from ..errors import ConfigError, TournamentError
 from . import families as registry
 from .calibration import scores_of
 from .folds import Fold, splitter
+from .pruning import FamilyMedianPruner
 from .repeats import MAX_REPEATS, Seen, replay
 
 log = logging.getLogger(__name__)
@@ -268,7 +270,7 @@ class Search:
                                                  n_startup_trials=max(10, len(names)), constant_liar=constant_liar)
             self.study = optuna.create_study(
                 storage=storage(cfg.storage), sampler=sampler, study_name=self.study_name,
-                pruner=optuna.pruners.MedianPruner(n_startup_trials=len(names), n_warmup_steps=0),
+                pruner=FamilyMedianPruner(n_startup_trials=len(names)),
                 direction=self.metric.direction, load_if_exists=True)
         return self.study
 
