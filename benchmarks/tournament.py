@@ -330,9 +330,17 @@ def main(argv=None):
 
 def report(files, out: Path | None = None) -> int:
     """Print the markdown table of the rows pooled from earlier result files (and write
-    them to ``out`` when given). A (table, budget, seed) measured twice keeps its last row."""
+    them to ``out`` when given). A (table, budget, seed) measured twice keeps its last row;
+    a last row run ``--expkit-only`` keeps the FLAML measurement of the row before it (same
+    split and seed; marked ``flaml_from_earlier_run``)."""
     results = [json.loads(Path(f).read_text()) for f in files]
-    latest = {(row["dataset"], row["budget"], row["seed"]): row for r in results for row in r["rows"]}
+    latest: dict = {}
+    for r in results:
+        for row in r["rows"]:
+            key = (row["dataset"], row["budget"], row["seed"])
+            if row.get("flaml") is None and (latest.get(key) or {}).get("flaml"):
+                row = {**row, "flaml": latest[key]["flaml"], "flaml_from_earlier_run": True}
+            latest[key] = row
     rows = list(latest.values())
     pooled = {**{k: v for k, v in results[-1].items() if k != "partial"}, "rows": rows, "summary": summary(rows),
               "pooled_from": [Path(f).name for f in files],
