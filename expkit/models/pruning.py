@@ -3,14 +3,14 @@
 Optuna's median pruner stops a trial at a fold when its running score is worse than
 the median of the complete trials at that fold. In a search over several families
 that median is the leading family's: on an 800-row table where logistic regression
-leads, 25 of 26 trials of each boosting family were cut after their first fold, so
-TPE never saw a good boosting configuration and their best CV stayed at the default's
-(0.880 against 0.898 once they were tuned). A family that starts behind was never
+leads, 24-25 of 26 trials of each boosting family were cut after their first fold, so
+TPE never saw a good boosting configuration and their best CV stayed near the defaults'
+(0.881-0.888; 0.898 once they were tuned). A family that starts behind was never
 tuned, and so never caught up or added anything to an ensemble.
 
 :func:`thresholds` therefore judges a trial against the lower of two medians: all
-complete trials', and its own family's. The leading family's own median is above
-the overall one, so it is pruned exactly as before. A family's first :data:`FAMILY_STARTUP`
+complete trials', and its own family's. A family whose own median is above the
+overall one (the leader's) is pruned exactly as before. A family's first :data:`FAMILY_STARTUP`
 complete trials run to their end. TPE still decides how many trials each family gets;
 a weak family's configurations are now compared among themselves, so those the
 search keeps are its good ones. :class:`FamilyMedianPruner` is the rule as an Optuna
