@@ -99,7 +99,7 @@ class ClusterSearch(Search):
                     # as locally, one trial runs to its end while there is no winner; the others keep the deadline
                     first = not self._have_winner and not any(f for _, _, f in running.values())
                     future = eng.submit(run_trial, spec, family.name, params, left, not first,
-                                        self._thresholds(study, family.name, len(names)),
+                                        pruning.for_study(study, family.name, len(names)),
                                         (dict(self._fold_seconds), dict(self._seconds_per_cost)))
                     running[future] = (trial, family, first)
                 if not running:
@@ -124,14 +124,6 @@ class ClusterSearch(Search):
         return dict(cv=self.cfg.cv, target=self.target, task=self.task, metric=self.metric.name,
                     classes=self.classes, schema=self.schema, seed=self.seed, imbalance=self.imbalance,
                     rows=self.rows)
-
-    @staticmethod
-    def _thresholds(study, family, n_startup) -> dict | None:
-        """The scores below which a worker cuts a trial of ``family`` at each fold
-        (:func:`~expkit.models.pruning.thresholds`, as the study's pruner)."""
-        complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        return pruning.thresholds(complete, family, study.direction == optuna.study.StudyDirection.MAXIMIZE,
-                                  n_startup)
 
     def _replayed(self, study, trial) -> bool:
         """Whether ``trial`` repeats a complete trial's configuration: then it is told that
@@ -269,9 +261,8 @@ class _WorkerTrial:
     def should_prune(self) -> bool:
         if not self.limits or not self.reports:
             return False
-        values = [v for _, v in self.reports]
-        return pruning.should_prune(max(values) if self.greater else min(values),
-                                    self.limits.get(self.reports[-1][0]), self.greater)
+        return pruning.should_prune([v for _, v in self.reports], self.limits.get(self.reports[-1][0]),
+                                    self.greater)
 
 
 def run_trial(spec, family_name, params, seconds_left, have_winner, limits, timings) -> dict:

@@ -49,10 +49,18 @@ def thresholds(complete, family: str, greater_is_better: bool, n_startup: int) -
     return {step: pick(median, own[step]) if step in own else median for step, median in overall.items()}
 
 
-def should_prune(best: float, threshold: float | None, greater_is_better: bool) -> bool:
-    """Whether a trial whose best running score is ``best`` is pruned at ``threshold``."""
+def for_study(study, family: str, n_startup: int) -> dict | None:
+    """:func:`thresholds` of ``family`` from the complete trials of ``study``."""
+    return thresholds(study.get_trials(deepcopy=False, states=_COMPLETE), family,
+                      study.direction == optuna.study.StudyDirection.MAXIMIZE, n_startup)
+
+
+def should_prune(scores, threshold: float | None, greater_is_better: bool) -> bool:
+    """Whether a trial with these running ``scores`` (one per fold so far) is pruned at
+    ``threshold``: its best score is worse than it."""
     if threshold is None:
         return False
+    best = max(scores) if greater_is_better else min(scores)
     return best < threshold if greater_is_better else best > threshold
 
 
@@ -72,15 +80,13 @@ class FamilyMedianPruner(optuna.pruners.BasePruner):
         step = trial.last_step
         if step is None:
             return False
-        greater = study.direction == optuna.study.StudyDirection.MAXIMIZE
-        limits = thresholds(study.get_trials(deepcopy=False, states=_COMPLETE), trial.params.get("family"),
-                            greater, self.n_startup_trials)
+        limits = for_study(study, trial.params.get("family"), self.n_startup_trials)
         if limits is None:
             return False
         values = [v for v in trial.intermediate_values.values() if np.isfinite(v)]
         if not values:
             return True  # no finite score yet (as Optuna's median pruner)
-        return should_prune(max(values) if greater else min(values), limits.get(step), greater)
+        return should_prune(values, limits.get(step), study.direction == optuna.study.StudyDirection.MAXIMIZE)
 
 
 def _medians(trials) -> dict:
@@ -92,4 +98,4 @@ def _medians(trials) -> dict:
     return {step: float(np.median(values)) for step, values in steps.items()}
 
 
-__all__ = ["FamilyMedianPruner", "thresholds", "should_prune", "FAMILY_STARTUP"]
+__all__ = ["FamilyMedianPruner", "thresholds", "for_study", "should_prune", "FAMILY_STARTUP"]
